@@ -1,0 +1,15 @@
+# Generates a C++ source holding every migration's SQL text, so `outbox-relay migrate`
+# needs no files at run time. Invoked at build time with -DOUTPUT=... -DSOURCES=a.sql;b.sql
+set(body "// Generated from schema/migrations by cmake/embed_migrations.cmake. Do not edit.\n")
+string(APPEND body "#include \"relay/pg/pg_migrator.hpp\"\n\nnamespace outbox::relay::pg {\n\n")
+string(APPEND body "const std::vector<Migration>& embedded_migrations() {\n  static const std::vector<Migration> m{\n")
+foreach(src IN LISTS SOURCES)
+  get_filename_component(name "${src}" NAME_WE)
+  string(SUBSTRING "${name}" 0 4 version)
+  math(EXPR version "${version}")
+  file(READ "${src}" sql)
+  string(APPEND body "      {${version}, \"${name}\", R\"outbox_sql(${sql})outbox_sql\"},\n")
+endforeach()
+string(APPEND body "  };\n  return m;\n}\n\n}  // namespace outbox::relay::pg\n")
+file(WRITE "${OUTPUT}.tmp" "${body}")
+file(COPY_FILE "${OUTPUT}.tmp" "${OUTPUT}" ONLY_IF_DIFFERENT)

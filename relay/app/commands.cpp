@@ -1,0 +1,247 @@
+#include "relay/app/commands.hpp"
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <nlohmann/json.hpp>
+
+#include <atomic>
+#include <csignal>
+#include <fstream>
+#include <iostream>
+#include <thread>
+
+#include "relay/config/config_loader.hpp"
+#include "relay/app/polling_wakeup.hpp"
+#include "relay/core/errors.hpp"
+#include "relay/core/message_builder.hpp"
+#include "relay/core/relay.hpp"
+#include "relay/core/runner.hpp"
+#include "relay/kafka/kafka_publisher.hpp"
+#include "relay/pg/pg_conninfo.hpp"
+#include "relay/pg/pg_migrator.hpp"
+#include "relay/pg/pg_outbox_store.hpp"
+#include "relay/pg/pg_wakeup.hpp"
+
+#ifndef OUTBOX_RELAY_VERSION
+#define OUTBOX_RELAY_VERSION "0.0.0"
+#endif
+
+namespace outbox::relay::app {
+namespace {
+
+using std::chrono::milliseconds;
+
+MessageOptions message_options(const config::Config& c) {
+  MessageOptions m;
+  m.topic_template = c.kafka.topic_template;
+  m.id_header = c.message.id_header;
+  m.event_type_header = c.message.event_type_header;
+  return m;
+}
+
+RelayOptions relay_options(const config::Config& c) {
+  RelayOptions o;
+  o.batch_size = static_cast<std::size_t>(c.relay.batch_size);
+  o.max_attempts = c.relay.max_attempts;
+  o.row_retry = {milliseconds(c.relay.retry_initial_ms), milliseconds(c.relay.retry_max_ms)};
+  o.rescan_interval = milliseconds(c.relay.rescan_interval_ms);
+  return o;
+}
+
+std::string read_password_file(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) throw ConfigError("database.password_file: cannot read " + path);
+  std::string line;
+  std::getline(in, line);
+  while (!line.empty() && (line.back() == '\r' || line.back() == '\n')) line.pop_back();
+  return line;
+}
+
+// Stop flag set from the Asio loop that owns signals and timers.
+class Lifecycle {
+ public:
+  explicit Lifecycle(Logger& logger) : logger_(logger), signals_(io_, SIGINT, SIGTERM), timer_(io_) {}
+
+  void start(const RelayStats& stats, milliseconds report_every) {
+    signals_.async_wait([this](const boost::system::error_code& ec, int signo) {
+      if (ec) return;
+      logger_.log(LogLevel::info, "signal_received",
+                  {{"signal", signo == SIGTERM ? "SIGTERM" : "SIGINT"}, {"action", "draining"}});
+      stop_ = true;
+      timer_.cancel();
+    });
+    schedule_report(stats, report_every);
+    thread_ = std::thread([this] { io_.run(); });
+  }
+
+  void shutdown() {
+    io_.stop();
+    if (thread_.joinable()) thread_.join();
+  }
+
+  ~Lifecycle() { shutdown(); }
+
+  std::atomic<bool>& stop_flag() { return stop_; }
+
+ private:
+  void schedule_report(const RelayStats& stats, milliseconds every) {
+    timer_.expires_after(every);
+    timer_.async_wait([this, &stats, every](const boost::system::error_code& ec) {
+      if (ec || stop_) return;
+      logger_.log(LogLevel::info, "progress",
+                  {{"published_total", std::to_string(stats.published_total.load())},
+                   {"failed_transient_total", std::to_string(stats.failed_transient_total.load())},
+                   {"failed_permanent_total", std::to_string(stats.failed_permanent_total.load())},
+                   {"dead_lettered_total", std::to_string(stats.dead_lettered_total.load())},
+                   {"batches_total", std::to_string(stats.batches_total.load())}});
+      schedule_report(stats, every);
+    });
+  }
+
+  Logger& logger_;
+  boost::asio::io_context io_;
+  boost::asio::signal_set signals_;
+  boost::asio::steady_timer timer_;
+  std::thread thread_;
+  std::atomic<bool> stop_{false};
+};
+
+}  // namespace
+
+std::string effective_conninfo(const config::Config& c) {
+  std::string url = c.database.url;
+  if (!c.database.password_file.empty()) {
+    auto params = pg::parse_conninfo(url, "database.url");
+    params["password"] = read_password_file(c.database.password_file);
+    url = pg::render_conninfo(params);
+  }
+  return pg::harden_conninfo(url, c.database.application_name, c.database.statement_timeout_ms);
+}
+
+void validate(const config::Config& c) {
+  std::vector<std::string> errors;
+  auto check = [&](auto&& fn) {
+    try {
+      fn();
+    } catch (const ConfigError& e) {
+      errors.emplace_back(e.what());
+    }
+  };
+  if (c.kafka.brokers.empty())
+    errors.emplace_back("kafka.brokers: required (set it in the config file, OUTBOX_RELAY_KAFKA_BROKERS or --brokers)");
+  check([&] { MessageBuilder{message_options(c)}; });
+  check([&] { kafka::check_properties(c.kafka.properties); });
+  check([&] { (void)pg::quoted_identifier(c.database.schema, "database.schema"); });
+  check([&] { (void)effective_conninfo(c); });
+  if (!errors.empty()) {
+    std::string msg = "invalid configuration:";
+    for (const auto& e : errors) msg += "\n  " + e;
+    throw ConfigError(msg);
+  }
+}
+
+int run_relay(const config::Config& c, Logger& logger) {
+  validate(c);
+  const std::string conninfo = effective_conninfo(c);
+  logger.log(LogLevel::info, "starting",
+             {{"version", OUTBOX_RELAY_VERSION},
+              {"database", pg::redact_conninfo(c.database.url)},
+              {"brokers", c.kafka.brokers},
+              {"batch_size", std::to_string(c.relay.batch_size)},
+              {"wakeup", c.relay.wakeup},
+              {"mark_mode", c.relay.mark_mode}});
+
+  RelayStats stats;
+  Lifecycle lifecycle(logger);
+  lifecycle.start(stats, std::chrono::seconds(10));
+  auto& stop = lifecycle.stop_flag();
+
+  pg::PgOutboxStore store({conninfo, c.database.schema,
+                           c.relay.mark_mode == "delete" ? pg::MarkMode::remove : pg::MarkMode::update});
+  // Wait for the database, then check the table's shape once: a wrong schema is fatal.
+  SteadyClock clock;
+  BackoffPolicy connect_backoff{milliseconds(200), milliseconds(10'000)};
+  for (int attempt = 1; !stop; ++attempt) {
+    try {
+      store.verify_schema();
+      break;
+    } catch (const TransientError& e) {
+      auto wait = connect_backoff.delay(attempt);
+      logger.log(LogLevel::warn, "database_unavailable",
+                 {{"error", pg::redact_conninfo(e.what())}, {"retry_in_ms", std::to_string(wait.count())}});
+      for (auto until = clock.now() + wait; !stop && clock.now() < until;)
+        std::this_thread::sleep_for(milliseconds(50));
+    }
+  }
+  if (stop) return 0;
+  logger.log(LogLevel::info, "database_ready", {{"schema", c.database.schema}});
+
+  kafka::KafkaPublisher publisher({c.kafka.brokers, milliseconds(c.kafka.delivery_timeout_ms), c.kafka.client_id,
+                                   c.kafka.properties},
+                                  logger);
+  std::unique_ptr<Wakeup> wakeup;
+  if (c.relay.wakeup == "notify")
+    wakeup = std::make_unique<pg::PgWakeup>(conninfo, c.database.schema);
+  else
+    wakeup = std::make_unique<app::PollingWakeup>();
+
+  Relay relay(store, publisher, clock, MessageBuilder(message_options(c)), relay_options(c), stats);
+  RunnerOptions ro;
+  ro.poll_interval = milliseconds(c.relay.poll_interval_ms);
+  ro.linger = milliseconds(c.relay.linger_ms);
+  ro.shutdown_timeout = milliseconds(c.relay.shutdown_timeout_ms);
+  Runner runner(relay, *wakeup, clock, logger, ro);
+  auto exit = runner.run(stop);
+  try {
+    wakeup->set_listening(false);
+  } catch (const TransientError&) {
+  }
+  publisher.close();
+  lifecycle.shutdown();
+  logger.log(LogLevel::info, "stopped",
+             {{"published_total", std::to_string(stats.published_total.load())},
+              {"clean", exit == RunnerExit::stopped ? "true" : "false"}});
+  return exit == RunnerExit::stopped ? 0 : kExitFailure;
+}
+
+int run_migrate(const config::Config& c, Logger& logger) {
+  (void)pg::quoted_identifier(c.database.schema, "database.schema");
+  pg::PgMigrator migrator(effective_conninfo(c), c.database.schema);
+  auto result = migrator.migrate();
+  int applied = 0;
+  for (const auto& m : result) {
+    logger.log(LogLevel::info, m.applied_now ? "migration_applied" : "migration_present",
+               {{"version", std::to_string(m.version)}, {"name", m.name}});
+    applied += m.applied_now ? 1 : 0;
+  }
+  logger.log(LogLevel::info, "migrate_done",
+             {{"applied", std::to_string(applied)}, {"total", std::to_string(result.size())}});
+  return 0;
+}
+
+int run_check_config(const config::Config& c, bool json) {
+  validate(c);
+  auto entries = config::effective_config(c);
+  if (json) {
+    nlohmann::ordered_json j = nlohmann::ordered_json::object();
+    for (const auto& [k, v] : entries) j[k] = v;
+    std::cout << j.dump(2) << "\n";
+  } else {
+    std::size_t width = 0;
+    for (const auto& [k, v] : entries) width = std::max(width, k.size());
+    for (const auto& [k, v] : entries) std::cout << k << std::string(width - k.size() + 2, ' ') << v << "\n";
+    std::cout << "configuration is valid\n";
+  }
+  return 0;
+}
+
+int run_config_reference() {
+  std::cout << "| key | environment variable | default | description |\n|---|---|---|---|\n";
+  for (const auto& d : config::settings_reference())
+    std::cout << "| `" << d.key << "` | `" << d.env << "` | " << (d.default_value.empty() ? "" : "`" + d.default_value + "`")
+              << " | " << d.description << " |\n";
+  return 0;
+}
+
+}  // namespace outbox::relay::app

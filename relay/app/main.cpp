@@ -1,0 +1,90 @@
+// outbox-relay: publishes committed outbox rows from PostgreSQL to Kafka, at least once.
+#include <CLI/CLI.hpp>
+
+#include <cstdlib>
+#include <iostream>
+
+#include "relay/app/commands.hpp"
+#include "relay/app/stream_logger.hpp"
+#include "relay/config/config_loader.hpp"
+#include "relay/core/errors.hpp"
+#include "relay/pg/pg_conninfo.hpp"
+
+using namespace outbox::relay;
+
+int main(int argc, char** argv) {
+  CLI::App cli{"outbox-relay: publishes committed rows of a PostgreSQL outbox table to Kafka, at least once"};
+  cli.set_version_flag("--version", std::string("outbox-relay ") + OUTBOX_RELAY_VERSION);
+  cli.require_subcommand(1);
+
+  std::string config_file;
+  std::string database_url;
+  std::string brokers;
+  std::vector<std::string> sets;
+  bool json = false;
+  auto common = [&](CLI::App* sub) {
+    sub->add_option("-c,--config", config_file, "YAML config file (or OUTBOX_RELAY_CONFIG)");
+    sub->add_option("--database-url", database_url,
+                    "PostgreSQL connection string, overrides database.url (keep passwords out of argv: "
+                    "use database.password_file, PGPASSWORD or a passfile)");
+    sub->add_option("--brokers", brokers, "Kafka bootstrap servers, overrides kafka.brokers");
+    sub->add_option("--set", sets, "Override any setting: --set relay.batch_size=500 (repeatable)");
+  };
+  auto* run = cli.add_subcommand("run", "Run the relay until SIGTERM/SIGINT");
+  auto* migrate = cli.add_subcommand("migrate", "Apply the schema migrations (idempotent)");
+  auto* check = cli.add_subcommand("check-config", "Validate and print the effective config, secrets redacted");
+  auto* reference = cli.add_subcommand("config-reference", "Print every setting as a Markdown table");
+  for (auto* sub : {run, migrate, check}) common(sub);
+  check->add_flag("--json", json, "Print JSON");
+
+  try {
+    cli.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    int code = cli.exit(e);
+    return code == 0 ? 0 : app::kExitConfig;
+  }
+  if (reference->parsed()) return app::run_config_reference();
+
+  config::ConfigSources sources;
+  sources.environment = config::relay_environment();
+  if (config_file.empty())
+    if (auto it = sources.environment.find("OUTBOX_RELAY_CONFIG"); it != sources.environment.end())
+      config_file = it->second;
+  if (!config_file.empty()) sources.file = config_file;
+  for (const auto& s : sets) {
+    auto eq = s.find('=');
+    if (eq == std::string::npos || eq == 0) {
+      std::cerr << "outbox-relay: --set " << s << ": expected KEY=VALUE\n";
+      return app::kExitConfig;
+    }
+    sources.overrides.emplace_back(s.substr(0, eq), s.substr(eq + 1));
+  }
+  if (!database_url.empty()) sources.overrides.emplace_back("database.url", database_url);
+  if (!brokers.empty()) sources.overrides.emplace_back("kafka.brokers", brokers);
+
+  config::Config config;
+  try {
+    config = config::load_config(sources);
+  } catch (const ConfigError& e) {
+    std::cerr << "outbox-relay: " << pg::redact_conninfo(e.what()) << "\n";
+    return app::kExitConfig;
+  }
+
+  app::StreamLogger logger(std::cerr, app::parse_log_level(config.log.level),
+                           config.log.format == "text" ? app::LogFormat::text : app::LogFormat::json);
+  try {
+    if (run->parsed()) return app::run_relay(config, logger);
+    if (migrate->parsed()) return app::run_migrate(config, logger);
+    if (check->parsed()) return app::run_check_config(config, json);
+  } catch (const ConfigError& e) {
+    std::cerr << "outbox-relay: " << pg::redact_conninfo(e.what()) << "\n";
+    return app::kExitConfig;
+  } catch (const std::exception& e) {
+    logger.log(LogLevel::error, "fatal", {{"error", pg::redact_conninfo(e.what())}});
+    return app::kExitFailure;
+  } catch (...) {
+    logger.log(LogLevel::error, "fatal", {{"error", "unknown exception"}});
+    return app::kExitFailure;
+  }
+  return 0;
+}

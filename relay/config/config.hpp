@@ -1,0 +1,57 @@
+// The relay's configuration: plain structs with defaults in place. Filled by the loader
+// from built-in defaults < YAML file < environment < command-line flags.
+#pragma once
+
+#include <map>
+#include <string>
+
+namespace outbox::relay::config {
+
+struct DatabaseConfig {
+  std::string url;            // libpq URI or key=value string; may be empty to use PG* env vars
+  std::string password_file;  // optional file holding the password (systemd credential, k8s secret)
+  std::string schema = "public";
+  std::string application_name = "outbox-relay";
+  int statement_timeout_ms = 30'000;
+};
+
+struct KafkaConfig {
+  std::string brokers;
+  std::string client_id = "outbox-relay";
+  int delivery_timeout_ms = 30'000;
+  std::string topic_template = "outbox.event.${aggregate_type}";
+  std::map<std::string, std::string> properties;  // raw librdkafka properties
+};
+
+struct MessageConfig {
+  std::string id_header = "id";
+  std::string event_type_header = "eventType";
+};
+
+struct RelaySettings {
+  int batch_size = 1000;
+  std::string wakeup = "notify";     // notify | poll
+  std::string mark_mode = "update";  // update | delete
+  int poll_interval_ms = 500;
+  int linger_ms = 2;
+  int rescan_interval_ms = 1000;
+  int max_attempts = 10;
+  int retry_initial_ms = 1000;
+  int retry_max_ms = 300'000;
+  int shutdown_timeout_ms = 30'000;
+};
+
+struct LogConfig {
+  std::string level = "info";  // debug | info | warn | error
+  std::string format = "json"; // json | text
+};
+
+struct Config {
+  DatabaseConfig database;
+  KafkaConfig kafka;
+  MessageConfig message;
+  RelaySettings relay;
+  LogConfig log;
+};
+
+}  // namespace outbox::relay::config

@@ -1,0 +1,341 @@
+#include "relay/config/config_loader.hpp"
+
+#include <yaml-cpp/yaml.h>
+
+#include <algorithm>
+#include <cctype>
+#include <charconv>
+#include <functional>
+
+#include "relay/core/errors.hpp"
+#include "relay/pg/pg_conninfo.hpp"
+
+extern char** environ;
+
+namespace outbox::relay::config {
+namespace {
+
+enum class Kind { text, integer, choice };
+
+// One row of the declarative settings table: everything the loader, the redacted dump and
+// the reference documentation need to know about a key.
+struct Setting {
+  std::string key;
+  Kind kind;
+  std::string description;
+  std::function<std::string&(Config&)> text;
+  std::function<int&(Config&)> integer;
+  std::vector<std::string> choices;
+  int min = 0;
+  int max = 0;
+  bool secret = false;
+};
+
+Setting text(std::string key, std::function<std::string&(Config&)> f, std::string doc, bool secret = false) {
+  return Setting{std::move(key), Kind::text, std::move(doc), std::move(f), {}, {}, 0, 0, secret};
+}
+Setting integer(std::string key, std::function<int&(Config&)> f, int min, int max, std::string doc) {
+  return Setting{std::move(key), Kind::integer, std::move(doc), {}, std::move(f), {}, min, max, false};
+}
+Setting choice(std::string key, std::function<std::string&(Config&)> f, std::vector<std::string> choices,
+               std::string doc) {
+  return Setting{std::move(key), Kind::choice, std::move(doc), std::move(f), {}, std::move(choices), 0, 0, false};
+}
+
+const std::vector<Setting>& settings() {
+  static const std::vector<Setting> table{
+      text("database.url", [](Config& c) -> std::string& { return c.database.url; },
+           "PostgreSQL connection string (URI or key=value). Empty: libpq's PG* environment "
+           "variables. Prefer database.password_file or a passfile to a password in the URL.",
+           true),
+      text("database.password_file", [](Config& c) -> std::string& { return c.database.password_file; },
+           "File whose first line is the database password (systemd LoadCredential, Kubernetes Secret)."),
+      text("database.schema", [](Config& c) -> std::string& { return c.database.schema; },
+           "Schema holding outbox_events."),
+      text("database.application_name", [](Config& c) -> std::string& { return c.database.application_name; },
+           "application_name of the relay's sessions (find them in pg_stat_activity)."),
+      integer("database.statement_timeout_ms", [](Config& c) -> int& { return c.database.statement_timeout_ms; },
+              100, 3'600'000, "Server-side statement timeout of the relay's sessions."),
+      text("kafka.brokers", [](Config& c) -> std::string& { return c.kafka.brokers; },
+           "Bootstrap servers, host:port[,host:port...]. Required."),
+      text("kafka.client_id", [](Config& c) -> std::string& { return c.kafka.client_id; }, "Kafka client.id."),
+      integer("kafka.delivery_timeout_ms", [](Config& c) -> int& { return c.kafka.delivery_timeout_ms; }, 1000,
+              3'600'000,
+              "How long librdkafka tries to deliver a message before reporting it failed "
+              "(message.timeout.ms); the row is then retried, never marked."),
+      text("kafka.topic_template", [](Config& c) -> std::string& { return c.kafka.topic_template; },
+           "Topic for a row without its own topic. Placeholders: ${aggregate_type}, ${event_type}."),
+      text("message.id_header", [](Config& c) -> std::string& { return c.message.id_header; },
+           "Kafka header carrying the event id."),
+      text("message.event_type_header", [](Config& c) -> std::string& { return c.message.event_type_header; },
+           "Kafka header carrying the event type; empty to leave it out."),
+      integer("relay.batch_size", [](Config& c) -> int& { return c.relay.batch_size; }, 1, 100'000,
+              "Rows fetched, published and marked per batch."),
+      choice("relay.wakeup", [](Config& c) -> std::string& { return c.relay.wakeup; }, {"notify", "poll"},
+             "notify: LISTEN for a hint that producers send only while the relay is idle; poll: "
+             "poll_interval_ms only."),
+      choice("relay.mark_mode", [](Config& c) -> std::string& { return c.relay.mark_mode; }, {"update", "delete"},
+             "update: set published_at (keeps history); delete: remove the row once acknowledged "
+             "(less WAL, no history; needs DELETE privilege)."),
+      integer("relay.poll_interval_ms", [](Config& c) -> int& { return c.relay.poll_interval_ms; }, 1, 600'000,
+              "Longest wait of an idle relay before it looks again (NOTIFY is only a hint)."),
+      integer("relay.linger_ms", [](Config& c) -> int& { return c.relay.linger_ms; }, 0, 10'000,
+              "Pause after a partial batch so the next one is not a handful of rows."),
+      integer("relay.rescan_interval_ms", [](Config& c) -> int& { return c.relay.rescan_interval_ms; }, 10,
+              600'000,
+              "While busy, the relay reads ahead of its last batch; at least this often it scans "
+              "from the oldest unpublished row again, which bounds how long a late-committing row waits."),
+      integer("relay.max_attempts", [](Config& c) -> int& { return c.relay.max_attempts; }, 1, 1'000'000,
+              "Permanent failures of a row (too large, rejected topic, bad row) before it is dead-lettered."),
+      integer("relay.retry_initial_ms", [](Config& c) -> int& { return c.relay.retry_initial_ms; }, 1,
+              86'400'000, "First delay before a permanently failed row is tried again (doubles each attempt)."),
+      integer("relay.retry_max_ms", [](Config& c) -> int& { return c.relay.retry_max_ms; }, 1, 86'400'000,
+              "Longest delay between attempts of a failing row."),
+      integer("relay.shutdown_timeout_ms", [](Config& c) -> int& { return c.relay.shutdown_timeout_ms; }, 0,
+              3'600'000, "On SIGTERM, how long to keep trying to mark acknowledged rows."),
+      choice("log.level", [](Config& c) -> std::string& { return c.log.level; }, {"debug", "info", "warn", "error"},
+             "Lowest level written."),
+      choice("log.format", [](Config& c) -> std::string& { return c.log.format; }, {"json", "text"},
+             "json: one JSON object per line; text: key=value for terminals."),
+  };
+  return table;
+}
+
+const std::string kPropertiesKey = "kafka.properties";
+const std::string kEnvPrefix = "OUTBOX_RELAY_";
+const std::string kPropertyEnvPrefix = "OUTBOX_RELAY_KAFKA_PROPERTY_";
+
+std::string env_name(const std::string& key) {
+  std::string e = kEnvPrefix;
+  for (char c : key) e += c == '.' ? '_' : static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  return e;
+}
+
+const Setting* find_setting(const std::string& key) {
+  for (const auto& s : settings())
+    if (s.key == key) return &s;
+  return nullptr;
+}
+
+// Edit distance, for "did you mean" on unknown keys.
+std::size_t distance(const std::string& a, const std::string& b) {
+  std::vector<std::size_t> prev(b.size() + 1), cur(b.size() + 1);
+  for (std::size_t j = 0; j <= b.size(); ++j) prev[j] = j;
+  for (std::size_t i = 1; i <= a.size(); ++i) {
+    cur[0] = i;
+    for (std::size_t j = 1; j <= b.size(); ++j)
+      cur[j] = std::min({prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1)});
+    std::swap(prev, cur);
+  }
+  return prev[b.size()];
+}
+
+std::string unknown_key(const std::string& key) {
+  std::string best;
+  std::size_t best_d = 4;
+  for (const auto& s : settings()) {
+    auto d = distance(key, s.key);
+    if (d < best_d) best_d = d, best = s.key;
+  }
+  std::string msg = key + ": unknown key";
+  if (!best.empty()) msg += " (did you mean " + best + "?)";
+  return msg;
+}
+
+class Loader {
+ public:
+  void apply(const std::string& key, const std::string& value, const std::string& origin) {
+    if (key.starts_with(kPropertiesKey + ".")) {
+      std::string name = key.substr(kPropertiesKey.size() + 1);
+      if (name.empty()) return error(key + ": empty property name" + origin);
+      config_.kafka.properties[name] = value;
+      return;
+    }
+    const Setting* s = find_setting(key);
+    if (s == nullptr) return error(unknown_key(key) + origin);
+    switch (s->kind) {
+      case Kind::text:
+        s->text(config_) = value;
+        break;
+      case Kind::choice:
+        if (std::find(s->choices.begin(), s->choices.end(), value) == s->choices.end()) {
+          std::string list;
+          for (const auto& c : s->choices) list += (list.empty() ? "" : ", ") + c;
+          return error(key + ": must be one of " + list + ", got \"" + value + "\"" + origin);
+        }
+        s->text(config_) = value;
+        break;
+      case Kind::integer: {
+        long long v = 0;
+        auto [p, ec] = std::from_chars(value.data(), value.data() + value.size(), v);
+        if (ec != std::errc{} || p != value.data() + value.size() || value.empty())
+          return error(key + ": expected an integer, got \"" + value + "\"" + origin);
+        if (v < s->min || v > s->max)
+          return error(key + ": must be between " + std::to_string(s->min) + " and " + std::to_string(s->max) +
+                       ", got " + value + origin);
+        s->integer(config_) = static_cast<int>(v);
+        break;
+      }
+    }
+  }
+
+  void load_yaml(const std::filesystem::path& path) {
+    YAML::Node root;
+    try {
+      root = YAML::LoadFile(path.string());
+    } catch (const YAML::BadFile&) {
+      return error("config file " + path.string() + ": cannot be read");
+    } catch (const YAML::ParserException& e) {
+      return error("config file " + path.string() + ":" + std::to_string(e.mark.line + 1) + ":" +
+                   std::to_string(e.mark.column + 1) + ": malformed YAML: " + e.msg);
+    }
+    if (root.IsNull()) return;
+    if (!root.IsMap()) return error("config file " + path.string() + ": top level must be a mapping of sections");
+    walk(root, "");
+  }
+
+  void error(std::string message) { errors_.push_back(std::move(message)); }
+
+  Config config_;
+  std::vector<std::string> errors_;
+
+ private:
+  void walk(const YAML::Node& node, const std::string& prefix) {
+    for (const auto& kv : node) {
+      std::string name = kv.first.as<std::string>();
+      std::string key = prefix.empty() ? name : prefix + "." + name;
+      const YAML::Node& value = kv.second;
+      if (key == kPropertiesKey) {
+        if (!value.IsMap() && !value.IsNull()) {
+          error(key + ": must be a mapping of librdkafka property names to values");
+          continue;
+        }
+        for (const auto& p : value) {
+          if (!p.second.IsScalar()) {
+            error(key + "." + p.first.as<std::string>() + ": must be a single value");
+            continue;
+          }
+          apply(key + "." + p.first.as<std::string>(), p.second.Scalar(), "");
+        }
+        continue;
+      }
+      if (value.IsMap()) {
+        bool section = std::any_of(settings().begin(), settings().end(),
+                                   [&](const Setting& s) { return s.key.starts_with(key + "."); });
+        if (!section) {
+          error(unknown_key(key));
+          continue;
+        }
+        walk(value, key);
+      } else if (value.IsScalar()) {
+        if (!find_setting(key) && std::any_of(settings().begin(), settings().end(), [&](const Setting& s) {
+              return s.key.starts_with(key + ".");
+            }))
+          error(key + ": is a section, expected a mapping");
+        else
+          apply(key, value.Scalar(), "");
+      } else if (value.IsNull()) {
+        if (!find_setting(key)) error(unknown_key(key));
+      } else {
+        error(key + ": expected a single value, got a list");
+      }
+    }
+  }
+};
+
+}  // namespace
+
+bool secret_property(const std::string& name) {
+  std::string n = name;
+  std::transform(n.begin(), n.end(), n.begin(), [](unsigned char c) { return std::tolower(c); });
+  return n.find("password") != std::string::npos || n.find("secret") != std::string::npos ||
+         n.find("key.pem") != std::string::npos || n.find("token") != std::string::npos ||
+         n == "sasl.jaas.config" || n == "ssl.key.password" || n == "ssl_key";
+}
+
+std::map<std::string, std::string> relay_environment() {
+  std::map<std::string, std::string> env;
+  for (char** e = environ; e != nullptr && *e != nullptr; ++e) {
+    std::string entry = *e;
+    auto eq = entry.find('=');
+    if (eq == std::string::npos || !entry.starts_with(kEnvPrefix)) continue;
+    env[entry.substr(0, eq)] = entry.substr(eq + 1);
+  }
+  return env;
+}
+
+Config load_config(const ConfigSources& sources) {
+  Loader l;
+  if (sources.file) l.load_yaml(*sources.file);
+  for (const auto& [name, value] : sources.environment) {
+    if (name.starts_with(kPropertyEnvPrefix)) {
+      std::string prop = name.substr(kPropertyEnvPrefix.size());
+      std::transform(prop.begin(), prop.end(), prop.begin(), [](unsigned char c) {
+        return c == '_' ? '.' : static_cast<char>(std::tolower(c));
+      });
+      l.apply(kPropertiesKey + "." + prop, value, " (from " + name + ")");
+      continue;
+    }
+    if (!name.starts_with(kEnvPrefix)) continue;
+    const Setting* match = nullptr;
+    for (const auto& s : settings())
+      if (env_name(s.key) == name) match = &s;
+    if (match != nullptr)
+      l.apply(match->key, value, " (from " + name + ")");
+    else if (name != "OUTBOX_RELAY_CONFIG")
+      l.error(name + ": unknown environment variable (not a relay setting)");
+  }
+  for (const auto& [key, value] : sources.overrides) l.apply(key, value, " (from the command line)");
+
+  Config& c = l.config_;
+  if (c.relay.retry_max_ms < c.relay.retry_initial_ms)
+    l.error("relay.retry_max_ms: must be at least relay.retry_initial_ms (" + std::to_string(c.relay.retry_initial_ms) + ")");
+  if (!c.database.url.empty()) {
+    try {
+      (void)pg::parse_conninfo(c.database.url, "database.url");
+    } catch (const ConfigError& e) {
+      l.error(e.what());
+    }
+  }
+  if (!l.errors_.empty()) {
+    std::string msg = "invalid configuration:";
+    for (const auto& e : l.errors_) msg += "\n  " + e;
+    throw ConfigError(msg);
+  }
+  return c;
+}
+
+std::vector<std::pair<std::string, std::string>> effective_config(const Config& config) {
+  Config copy = config;
+  std::vector<std::pair<std::string, std::string>> out;
+  for (const auto& s : settings()) {
+    std::string value = s.kind == Kind::integer ? std::to_string(s.integer(copy)) : s.text(copy);
+    if (s.key == "database.url" && !value.empty()) value = pg::redact_conninfo(value);
+    out.emplace_back(s.key, value);
+  }
+  for (const auto& [k, v] : config.kafka.properties)
+    out.emplace_back(kPropertiesKey + "." + k, secret_property(k) ? "********" : v);
+  return out;
+}
+
+std::vector<SettingDoc> settings_reference() {
+  Config defaults;
+  std::vector<SettingDoc> out;
+  for (const auto& s : settings()) {
+    std::string def = s.kind == Kind::integer ? std::to_string(s.integer(defaults)) : s.text(defaults);
+    std::string doc = s.description;
+    if (s.kind == Kind::choice) {
+      std::string list;
+      for (const auto& c : s.choices) list += (list.empty() ? "" : " | ") + c;
+      doc = "One of " + list + ". " + doc;
+    }
+    out.push_back({s.key, env_name(s.key), def, doc});
+  }
+  out.push_back({kPropertiesKey + ".<name>", kPropertyEnvPrefix + "<NAME>", "",
+                 "Any librdkafka producer property, passed through (e.g. security.protocol, sasl.*, ssl.*, "
+                 "compression.type). enable.idempotence and acks=all cannot be turned off. In the variable "
+                 "name, dots become underscores."});
+  return out;
+}
+
+}  // namespace outbox::relay::config

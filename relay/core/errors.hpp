@@ -1,0 +1,27 @@
+// The three kinds of failure adapters translate vendor errors into.
+#pragma once
+
+#include <stdexcept>
+#include <string>
+
+namespace outbox::relay {
+
+// Database or broker away, timeout, lost connection: retry with backoff.
+class TransientError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+// Nothing the relay can retry its way out of (wrong schema, privileges): stop, let the operator act.
+class FatalError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+// A configuration value is wrong; the message names the key.
+class ConfigError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+}  // namespace outbox::relay

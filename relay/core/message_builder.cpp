@@ -1,0 +1,104 @@
+#include "relay/core/message_builder.hpp"
+
+#include <algorithm>
+
+#include "relay/core/errors.hpp"
+
+namespace outbox::relay {
+namespace {
+
+bool has_control_char(const std::string& s) {
+  return std::any_of(s.begin(), s.end(), [](char c) {
+    auto u = static_cast<unsigned char>(c);
+    return u < 0x20 || u == 0x7f;
+  });
+}
+
+bool topic_char(char c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+         c == '.' || c == '_' || c == '-';
+}
+
+}  // namespace
+
+bool valid_topic_name(const std::string& topic) {
+  if (topic.empty() || topic.size() > 249 || topic == "." || topic == "..") return false;
+  return std::all_of(topic.begin(), topic.end(), topic_char);
+}
+
+const std::vector<std::string>& MessageBuilder::placeholders() {
+  static const std::vector<std::string> names{"aggregate_type", "event_type"};
+  return names;
+}
+
+MessageBuilder::MessageBuilder(MessageOptions options) : options_(std::move(options)) {
+  const std::string& t = options_.topic_template;
+  std::size_t pos = 0;
+  while (pos < t.size()) {
+    auto open = t.find("${", pos);
+    if (open == std::string::npos) {
+      parts_.push_back({true, t.substr(pos)});
+      break;
+    }
+    if (open > pos) parts_.push_back({true, t.substr(pos, open - pos)});
+    auto close = t.find('}', open);
+    if (close == std::string::npos)
+      throw ConfigError("kafka.topic_template: unterminated placeholder in \"" + t + "\"");
+    std::string name = t.substr(open + 2, close - open - 2);
+    const auto& known = placeholders();
+    if (std::find(known.begin(), known.end(), name) == known.end())
+      throw ConfigError("kafka.topic_template: unknown placeholder ${" + name +
+                        "} (known: ${aggregate_type}, ${event_type})");
+    parts_.push_back({false, name});
+    pos = close + 1;
+  }
+  if (parts_.empty()) throw ConfigError("kafka.topic_template: must not be empty");
+  for (const auto& p : parts_) {
+    if (p.literal && !std::all_of(p.text.begin(), p.text.end(), topic_char))
+      throw ConfigError("kafka.topic_template: \"" + t +
+                          "\" contains characters Kafka does not allow in topic names "
+                          "(allowed: a-z A-Z 0-9 . _ -)");
+  }
+  if (options_.id_header.empty() || has_control_char(options_.id_header))
+    throw ConfigError("message.id_header: must be a non-empty header name without control characters");
+  if (has_control_char(options_.event_type_header))
+    throw ConfigError("message.event_type_header: must not contain control characters");
+}
+
+std::variant<Message, BadRow> MessageBuilder::build(const OutboxEvent& e) const {
+  Message m;
+  if (e.topic && !e.topic->empty()) {
+    m.topic = *e.topic;
+  } else {
+    for (const auto& p : parts_) {
+      if (p.literal)
+        m.topic += p.text;
+      else if (p.text == "aggregate_type")
+        m.topic += e.aggregate_type;
+      else
+        m.topic += e.event_type;
+    }
+  }
+  if (!valid_topic_name(m.topic))
+    return BadRow{"topic \"" + m.topic + "\" is not a valid Kafka topic name"};
+  if (e.headers.size() + 2 > options_.max_headers)
+    return BadRow{"row has " + std::to_string(e.headers.size()) + " headers, limit is " +
+                  std::to_string(options_.max_headers - 2)};
+  m.key = e.aggregate_id;
+  m.value = e.payload;
+  m.headers.reserve(e.headers.size() + 2);
+  m.headers.emplace_back(options_.id_header, e.id);
+  if (!options_.event_type_header.empty())
+    m.headers.emplace_back(options_.event_type_header, e.event_type);
+  for (const auto& [k, v] : e.headers) {
+    if (k.empty() || has_control_char(k))
+      return BadRow{"header key \"" + k + "\" is empty or contains control characters"};
+    if (k.size() + v.size() > options_.max_header_bytes)
+      return BadRow{"header \"" + k + "\" is " + std::to_string(k.size() + v.size()) +
+                    " bytes, limit is " + std::to_string(options_.max_header_bytes)};
+    m.headers.emplace_back(k, v);
+  }
+  return m;
+}
+
+}  // namespace outbox::relay

@@ -1,0 +1,55 @@
+// Domain types of the relay: a row read from the outbox and the message built from it.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace outbox::relay {
+
+using Header = std::pair<std::string, std::string>;
+
+// One unpublished row of outbox_events, as the store hands it to the core.
+struct OutboxEvent {
+  std::int64_t seq = 0;         // insertion order; per-aggregate order follows it
+  std::string id;               // event id (uuid text), becomes the `id` header
+  std::string aggregate_type;
+  std::string aggregate_id;
+  std::string event_type;
+  std::string payload;          // bytes, passed through unchanged
+  std::vector<Header> headers;  // the row's own headers
+  std::optional<std::string> topic;  // per-row topic override
+  int attempts = 0;             // permanent failures recorded so far
+  // Time until a row in retry backoff is due again, measured by the database clock;
+  // zero when the row may be published now.
+  std::chrono::milliseconds retry_in{0};
+  // Set when the store could not decode the row (e.g. malformed headers): the row can never
+  // become a message and is failed permanently with this reason.
+  std::optional<std::string> defect;
+};
+
+// Aggregates are ordered within (aggregate_type, aggregate_id).
+struct AggregateKey {
+  std::string type;
+  std::string id;
+  friend bool operator==(const AggregateKey&, const AggregateKey&) = default;
+};
+
+struct AggregateKeyHash {
+  std::size_t operator()(const AggregateKey& k) const noexcept;
+};
+
+inline AggregateKey aggregate_of(const OutboxEvent& e) { return {e.aggregate_type, e.aggregate_id}; }
+
+// What goes on the wire.
+struct Message {
+  std::string topic;
+  std::string key;
+  std::string value;
+  std::vector<Header> headers;
+};
+
+}  // namespace outbox::relay

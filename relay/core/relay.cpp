@@ -1,0 +1,243 @@
+#include "relay/core/relay.hpp"
+
+#include <algorithm>
+#include <functional>
+#include <stdexcept>
+#include <unordered_set>
+#include <variant>
+
+#include "relay/core/errors.hpp"
+
+namespace outbox::relay {
+
+std::size_t AggregateKeyHash::operator()(const AggregateKey& k) const noexcept {
+  std::size_t h = std::hash<std::string>{}(k.type);
+  return h ^ (std::hash<std::string>{}(k.id) + 0x9e3779b97f4a7c15ULL + (h << 6) + (h >> 2));
+}
+
+const char* to_string(DeliveryStatus s) {
+  switch (s) {
+    case DeliveryStatus::delivered: return "delivered";
+    case DeliveryStatus::transient_failure: return "transient_failure";
+    case DeliveryStatus::permanent_failure: return "permanent_failure";
+  }
+  return "unknown";
+}
+
+Relay::Relay(OutboxStore& store, Publisher& publisher, const Clock& clock, MessageBuilder builder,
+             RelayOptions options, RelayStats& stats)
+    : store_(store),
+      publisher_(publisher),
+      clock_(clock),
+      builder_(std::move(builder)),
+      options_(options),
+      stats_(stats) {
+  if (options_.batch_size == 0) throw ConfigError("relay.batch_size: must be at least 1");
+  if (options_.max_attempts < 1) throw ConfigError("relay.max_attempts: must be at least 1");
+}
+
+std::size_t Relay::unmarked() const { return pending_ ? pending_->marks.size() : 0; }
+
+bool Relay::blocked(const AggregateKey& key) const { return blocked_until_.contains(key); }
+
+void Relay::block(const AggregateKey& key, Clock::time_point until) {
+  auto [it, inserted] = blocked_until_.try_emplace(key, until);
+  if (!inserted) it->second = std::max(it->second, until);
+}
+
+std::vector<AggregateKey> Relay::excluded_aggregates() {
+  std::vector<AggregateKey> keys;
+  keys.reserve(std::min(blocked_until_.size(), options_.max_excluded_aggregates));
+  for (const auto& [key, until] : blocked_until_) {
+    if (keys.size() >= options_.max_excluded_aggregates) break;
+    keys.push_back(key);
+  }
+  return keys;
+}
+
+StepResult Relay::step() {
+  const auto now = clock_.now();
+  StepResult result;
+  try {
+    // A pipelined step fetches behind the batch whose marks are still pending. Any failure,
+    // a stop, or the rescan deadline turns the step into a head scan: write what is pending,
+    // lift expired blocks, and read from the oldest unpublished row.
+    const bool pipelined = options_.pipeline && pending_ && !pending_->failed &&
+                           now < next_rescan_ && !stop_requested_;
+    if (!pipelined) {
+      result.published += write_settlement();
+      if (stop_requested_) {
+        result.kind = StepKind::stopped;
+        return result;
+      }
+      std::erase_if(blocked_until_, [now](const auto& kv) { return kv.second <= now; });
+      next_rescan_ = now + options_.rescan_interval;
+    }
+
+    FetchRequest request{options_.batch_size, std::nullopt, excluded_aggregates()};
+    if (pipelined) request.after_seq = pending_->max_seq;
+    auto events = store_.fetch(request);
+    ++stats_.batches_total;
+    result.fetched = events.size();
+    const bool full = events.size() >= options_.batch_size;
+
+    auto sent = dispatch(std::move(events));
+
+    // Write the previous batch's marks while this batch is on the wire. A database error
+    // here must not abandon the messages just sent: collect their outcomes first.
+    std::optional<std::string> write_error;
+    if (pending_) {
+      try {
+        result.published += write_settlement();
+      } catch (const TransientError& e) {
+        write_error = e.what();
+      }
+    }
+
+    auto settlement = settle_outcomes(sent);
+    if (pending_) {
+      pending_->marks.insert(pending_->marks.end(), settlement.marks.begin(), settlement.marks.end());
+      pending_->failures.insert(pending_->failures.end(), settlement.failures.begin(),
+                                settlement.failures.end());
+      pending_->max_seq = std::max(pending_->max_seq, settlement.max_seq);
+      pending_->failed = pending_->failed || settlement.failed;
+      pending_->transient = pending_->transient || settlement.transient;
+    } else {
+      pending_ = std::move(settlement);
+    }
+    if (write_error) return transient_failure(*write_error);
+
+    const bool failed = pending_->failed;
+    const bool transient = pending_->transient;
+    if (failed || !full || !options_.pipeline) result.published += write_settlement();
+    if (transient) return transient_failure("broker did not acknowledge some events; retrying");
+    consecutive_transient_ = 0;
+    result.kind = full ? StepKind::busy : StepKind::idle;
+    return result;
+  } catch (const TransientError& e) {
+    return transient_failure(e.what());
+  }
+}
+
+std::vector<Relay::Sent> Relay::dispatch(std::vector<OutboxEvent> events) {
+  const auto now = clock_.now();
+  std::vector<Sent> sent;
+  sent.reserve(events.size());
+  std::vector<std::size_t> accepted;
+  accepted.reserve(events.size());
+  for (auto& event : events) {
+    auto key = aggregate_of(event);
+    Sent& s = sent.emplace_back(Sent{std::move(event), std::nullopt});
+    if (blocked(key)) {
+      ++stats_.held_back_total;
+      continue;
+    }
+    if (s.event.retry_in.count() > 0) {  // in retry backoff: it and its successors wait
+      block(key, now + s.event.retry_in);
+      ++stats_.held_back_total;
+      continue;
+    }
+    if (s.event.defect) {
+      s.result = DeliveryResult{DeliveryStatus::permanent_failure, "bad row: " + *s.event.defect};
+      block(key, now);
+      continue;
+    }
+    auto built = builder_.build(s.event);
+    if (auto* bad = std::get_if<BadRow>(&built)) {
+      s.result = DeliveryResult{DeliveryStatus::permanent_failure, "bad row: " + bad->reason};
+      block(key, now);
+      continue;
+    }
+    if (auto refused = publisher_.send(std::get<Message>(built))) {
+      s.result = std::move(refused);
+      block(key, now);
+      continue;
+    }
+    accepted.push_back(sent.size() - 1);
+  }
+  if (!accepted.empty()) {
+    auto results = publisher_.await();
+    if (results.size() != accepted.size())
+      throw std::logic_error("publisher returned " + std::to_string(results.size()) +
+                             " outcomes for " + std::to_string(accepted.size()) + " messages");
+    for (std::size_t i = 0; i < accepted.size(); ++i) sent[accepted[i]].result = std::move(results[i]);
+  }
+  return sent;
+}
+
+Relay::Settlement Relay::settle_outcomes(std::vector<Sent>& sent) {
+  const auto now = clock_.now();
+  Settlement out;
+  // An event is marked only if every earlier event of its aggregate in this batch was
+  // delivered: after a failure, later acknowledged events stay unpublished and go out again
+  // behind the failed one (duplicates, never a gap in the published prefix).
+  std::unordered_set<AggregateKey, AggregateKeyHash> stopped;
+  for (auto& s : sent) {
+    out.max_seq = std::max(out.max_seq, s.event.seq);
+    auto key = aggregate_of(s.event);
+    if (stopped.contains(key)) {
+      if (s.result && s.result->delivered()) ++stats_.unmarked_after_failure_total;
+      continue;
+    }
+    if (!s.result) {  // held back
+      stopped.insert(std::move(key));
+      continue;
+    }
+    switch (s.result->status) {
+      case DeliveryStatus::delivered:
+        out.marks.push_back(s.event.seq);
+        break;
+      case DeliveryStatus::transient_failure:
+        ++stats_.failed_transient_total;
+        out.failed = true;
+        out.transient = true;
+        block(key, now);
+        stopped.insert(std::move(key));
+        break;
+      case DeliveryStatus::permanent_failure: {
+        ++stats_.failed_permanent_total;
+        out.failed = true;
+        FailedAttempt f;
+        f.seq = s.event.seq;
+        f.error = s.result->detail;
+        f.attempts = s.event.attempts + 1;
+        f.dead_letter = f.attempts >= options_.max_attempts;
+        f.retry_after = f.dead_letter ? std::chrono::milliseconds{0} : options_.row_retry.delay(f.attempts);
+        if (f.dead_letter) ++stats_.dead_lettered_total;
+        block(key, now + f.retry_after);
+        out.failures.push_back(std::move(f));
+        stopped.insert(std::move(key));
+        break;
+      }
+    }
+  }
+  return out;
+}
+
+std::size_t Relay::write_settlement() {
+  if (!pending_) return 0;
+  if (!pending_->failures.empty()) {
+    store_.record_failures(pending_->failures);
+    pending_->failures.clear();
+  }
+  std::size_t n = pending_->marks.size();
+  if (n > 0) {
+    store_.mark_published(pending_->marks);
+    stats_.published_total += n;
+  }
+  pending_.reset();
+  return n;
+}
+
+StepResult Relay::transient_failure(const std::string& what) {
+  ++stats_.transient_errors_total;
+  ++consecutive_transient_;
+  next_rescan_ = clock_.now();  // the next step starts from the head
+  StepResult r;
+  r.kind = StepKind::backoff;
+  r.wait = options_.transient_retry.delay(consecutive_transient_);
+  r.error = what;
+  return r;
+}
+
+}  // namespace outbox::relay

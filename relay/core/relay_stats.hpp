@@ -1,0 +1,27 @@
+// Every counter the relay core keeps, declared in one list. Written by the relay thread,
+// read by whoever reports (logs, metrics): plain atomics, no lock.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+
+namespace outbox::relay {
+
+#define OUTBOX_RELAY_CORE_STATS(X)                                                          \
+  X(published_total, "events the broker acknowledged and the relay marked published")     \
+  X(failed_transient_total, "deliveries that failed for a reason a retry can fix")        \
+  X(failed_permanent_total, "deliveries or rows that failed for a reason of their own")   \
+  X(dead_lettered_total, "rows parked after exhausting their attempts")                   \
+  X(held_back_total, "events not sent because an earlier event of their aggregate waits")  \
+  X(unmarked_after_failure_total, "acknowledged events left unmarked (will be re-sent) "  \
+                                  "because an earlier event of their aggregate failed")   \
+  X(batches_total, "batches fetched from the outbox")                                     \
+  X(transient_errors_total, "steps that failed because the database or broker was away")
+
+struct RelayStats {
+#define OUTBOX_RELAY_DECLARE(name, help) std::atomic<std::uint64_t> name{0};
+  OUTBOX_RELAY_CORE_STATS(OUTBOX_RELAY_DECLARE)
+#undef OUTBOX_RELAY_DECLARE
+};
+
+}  // namespace outbox::relay

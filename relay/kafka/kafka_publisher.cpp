@@ -1,0 +1,180 @@
+#include "relay/kafka/kafka_publisher.hpp"
+
+#include <librdkafka/rdkafka.h>
+
+#include <cstdint>
+
+#include "relay/core/errors.hpp"
+
+namespace outbox::relay::kafka {
+namespace {
+
+// Errors that no retry of the same message can fix: count an attempt, then dead-letter.
+bool permanent(rd_kafka_resp_err_t err) {
+  switch (err) {
+    case RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE:
+    case RD_KAFKA_RESP_ERR_INVALID_MSG:
+    case RD_KAFKA_RESP_ERR_INVALID_MSG_SIZE:
+    case RD_KAFKA_RESP_ERR_TOPIC_EXCEPTION:
+    case RD_KAFKA_RESP_ERR_RECORD_LIST_TOO_LARGE:
+    case RD_KAFKA_RESP_ERR_INVALID_RECORD:
+    case RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED:
+    case RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART:
+    case RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC:
+    case RD_KAFKA_RESP_ERR__INVALID_ARG:
+    case RD_KAFKA_RESP_ERR_INVALID_REQUIRED_ACKS:
+      return true;
+    default:
+      return false;
+  }
+}
+
+DeliveryResult classify(rd_kafka_resp_err_t err) {
+  if (err == RD_KAFKA_RESP_ERR_NO_ERROR) return {DeliveryStatus::delivered, {}};
+  std::string detail = std::string(rd_kafka_err2name(err)) + ": " + rd_kafka_err2str(err);
+  return {permanent(err) ? DeliveryStatus::permanent_failure : DeliveryStatus::transient_failure,
+          std::move(detail)};
+}
+
+LogLevel level_of_syslog(int level) {
+  if (level <= 3) return LogLevel::error;
+  if (level == 4) return LogLevel::warn;
+  if (level <= 6) return LogLevel::info;
+  return LogLevel::debug;
+}
+
+}  // namespace
+
+struct KafkaPublisher::Handle {
+  rd_kafka_t* rk = nullptr;
+  ~Handle() {
+    if (rk != nullptr) rd_kafka_destroy(rk);
+  }
+};
+
+void check_properties(const std::map<std::string, std::string>& properties) {
+  if (auto it = properties.find("enable.idempotence"); it != properties.end() && it->second != "true")
+    throw ConfigError("kafka.properties.enable.idempotence: must stay true (per-aggregate order "
+                      "across retries depends on the idempotent producer)");
+  if (auto it = properties.find("acks"); it != properties.end() && it->second != "all" && it->second != "-1")
+    throw ConfigError("kafka.properties.acks: must be all (a row is marked published only after "
+                      "every in-sync replica has it)");
+  for (const char* k : {"request.required.acks", "dr_msg_cb", "dr_cb"})
+    if (properties.contains(k))
+      throw ConfigError(std::string("kafka.properties.") + k + ": is set by the relay and cannot be overridden");
+}
+
+KafkaPublisher::KafkaPublisher(KafkaOptions options, Logger& logger)
+    : options_(std::move(options)), logger_(logger) {
+  check_properties(options_.properties);
+  create();
+}
+
+KafkaPublisher::~KafkaPublisher() { close(); }
+
+void KafkaPublisher::create() {
+  char err[512];
+  rd_kafka_conf_t* conf = rd_kafka_conf_new();
+  auto set = [&](const std::string& k, const std::string& v, const std::string& key_path) {
+    if (rd_kafka_conf_set(conf, k.c_str(), v.c_str(), err, sizeof err) != RD_KAFKA_CONF_OK) {
+      rd_kafka_conf_destroy(conf);
+      throw ConfigError(key_path + ": " + err);
+    }
+  };
+  set("bootstrap.servers", options_.brokers, "kafka.brokers");
+  set("client.id", options_.client_id, "kafka.client_id");
+  set("message.timeout.ms", std::to_string(options_.delivery_timeout.count()), "kafka.delivery_timeout_ms");
+  set("enable.idempotence", "true", "kafka.properties.enable.idempotence");
+  set("acks", "all", "kafka.properties.acks");
+  // Any gap a failed batch could leave in a partition stops the producer instead (we
+  // rebuild it and re-send the unmarked rows): order per aggregate over completeness of a run.
+  set("enable.gapless.guarantee", "true", "kafka.properties.enable.gapless.guarantee");
+  // Nagle plus delayed ACK costs ~40 ms per batch in a wait-for-acks loop (DESIGN.md).
+  set("socket.nagle.disable", "true", "kafka.properties.socket.nagle.disable");
+  set("linger.ms", "1", "kafka.properties.linger.ms");
+  set("batch.num.messages", "10000", "kafka.properties.batch.num.messages");
+  set("queue.buffering.max.messages", "200000", "kafka.properties.queue.buffering.max.messages");
+  for (const auto& [k, v] : options_.properties) set(k, v, "kafka.properties." + k);
+  rd_kafka_conf_set_opaque(conf, this);
+  rd_kafka_conf_set_dr_msg_cb(conf, &KafkaPublisher::on_delivery);
+  rd_kafka_conf_set_log_cb(conf, [](const rd_kafka_t* rk, int level, const char* fac, const char* buf) {
+    auto* self = static_cast<KafkaPublisher*>(rd_kafka_opaque(rk));
+    auto lvl = level_of_syslog(level);
+    if (self->logger_.enabled(lvl)) self->logger_.log(lvl, "librdkafka", {{"facility", fac}, {"message", buf}});
+  });
+  rd_kafka_t* rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof err);
+  if (rk == nullptr) throw ConfigError(std::string("kafka: cannot create producer: ") + err);
+  handle_ = std::make_unique<Handle>();
+  handle_->rk = rk;
+}
+
+void KafkaPublisher::on_delivery(rd_kafka_s* /*rk*/, const rd_kafka_message_s* msg, void* opaque) {
+  // Record and return: no logic beyond classification, no locks (runs inside rd_kafka_poll
+  // on the relay thread).
+  auto* self = static_cast<KafkaPublisher*>(opaque);
+  auto index = reinterpret_cast<std::uintptr_t>(msg->_private);
+  auto result = classify(msg->err);
+  // A message that timed out in flight may or may not be persisted: for us it is not
+  // delivered, and it is re-sent (a possible duplicate, never a loss).
+  if (msg->err == RD_KAFKA_RESP_ERR_NO_ERROR &&
+      rd_kafka_message_status(msg) != RD_KAFKA_MSG_STATUS_PERSISTED)
+    result = {DeliveryStatus::transient_failure, "delivery status not PERSISTED"};
+  if (msg->err == RD_KAFKA_RESP_ERR__FATAL) self->rebuild_ = true;
+  if (index < self->results_.size()) self->results_[index] = std::move(result);
+  --self->outstanding_;
+}
+
+std::optional<DeliveryResult> KafkaPublisher::send(const Message& m) {
+  if (!handle_) create();
+  rd_kafka_headers_t* headers = rd_kafka_headers_new(m.headers.size());
+  for (const auto& [k, v] : m.headers)
+    rd_kafka_header_add(headers, k.data(), static_cast<ssize_t>(k.size()), v.data(),
+                        static_cast<ssize_t>(v.size()));
+  const auto index = results_.size();
+  for (;;) {
+    rd_kafka_resp_err_t err = rd_kafka_producev(
+        handle_->rk, RD_KAFKA_V_TOPIC(m.topic.c_str()), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+        RD_KAFKA_V_KEY(m.key.data(), m.key.size()),
+        RD_KAFKA_V_VALUE(const_cast<char*>(m.value.data()), m.value.size()),
+        RD_KAFKA_V_HEADERS(headers), RD_KAFKA_V_OPAQUE(reinterpret_cast<void*>(index)), RD_KAFKA_V_END);
+    if (err == RD_KAFKA_RESP_ERR_NO_ERROR) break;  // librdkafka owns the headers now
+    if (err == RD_KAFKA_RESP_ERR__QUEUE_FULL) {
+      rd_kafka_poll(handle_->rk, 10);  // serve delivery reports to make room
+      continue;
+    }
+    rd_kafka_headers_destroy(headers);
+    if (err == RD_KAFKA_RESP_ERR__FATAL) rebuild_ = true;
+    return classify(err);
+  }
+  results_.emplace_back();
+  ++outstanding_;
+  return std::nullopt;
+}
+
+std::vector<DeliveryResult> KafkaPublisher::await() {
+  // Bounded: librdkafka reports every message by message.timeout.ms at the latest.
+  while (outstanding_ > 0) rd_kafka_poll(handle_->rk, 100);
+  auto out = std::move(results_);
+  results_.clear();
+  if (rebuild_ || (handle_ && rd_kafka_fatal_error(handle_->rk, nullptr, 0) != RD_KAFKA_RESP_ERR_NO_ERROR)) {
+    char reason[512] = "";
+    rd_kafka_fatal_error(handle_->rk, reason, sizeof reason);
+    logger_.log(LogLevel::warn, "kafka_producer_rebuilt", {{"reason", reason}});
+    // Whatever was not acknowledged before the fatal error is re-sent by the new producer.
+    for (auto& r : out)
+      if (!r.delivered()) r.status = DeliveryStatus::transient_failure;
+    handle_.reset();
+    rebuild_ = false;
+    create();
+  }
+  return out;
+}
+
+void KafkaPublisher::close() {
+  if (!handle_) return;
+  while (outstanding_ > 0) rd_kafka_poll(handle_->rk, 100);
+  rd_kafka_flush(handle_->rk, 1000);
+  handle_.reset();
+}
+
+}  // namespace outbox::relay::kafka

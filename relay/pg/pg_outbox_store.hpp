@@ -1,0 +1,53 @@
+// OutboxStore on PostgreSQL (libpqxx): reads unpublished rows in seq order through the
+// partial index, marks them published (or deletes them), records failed attempts.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "relay/core/outbox_store.hpp"
+
+namespace pqxx {
+class connection_base;
+}
+
+namespace outbox::relay::pg {
+
+enum class MarkMode { update, remove };
+
+struct PgStoreOptions {
+  std::string conninfo;             // already hardened (see harden_conninfo)
+  std::string schema = "public";    // validated identifier
+  MarkMode mark_mode = MarkMode::update;
+  std::size_t max_error_length = 2000;
+};
+
+class PgOutboxStore final : public OutboxStore {
+ public:
+  explicit PgOutboxStore(PgStoreOptions options);
+  ~PgOutboxStore() override;
+
+  [[nodiscard]] std::vector<OutboxEvent> fetch(const FetchRequest& request) override;
+  void mark_published(std::span<const std::int64_t> seqs) override;
+  void record_failures(std::span<const FailedAttempt> failures) override;
+
+  // Connects (if needed) and checks the outbox table has every column the relay uses.
+  // Throws FatalError naming what is missing, TransientError when the database is away.
+  void verify_schema();
+
+ private:
+  pqxx::connection_base& connection();
+  void reset();
+
+  PgStoreOptions options_;
+  std::unique_ptr<pqxx::connection_base> conn_;
+};
+
+// Quotes a schema or table name after checking it is a plain identifier; throws ConfigError.
+[[nodiscard]] std::string quoted_identifier(const std::string& name, const std::string& key);
+
+// PostgreSQL array literals for bind parameters ("{1,2}", "{\"a\",\"b\"}").
+[[nodiscard]] std::string bigint_array_literal(std::span<const std::int64_t> values);
+[[nodiscard]] std::string text_array_literal(const std::vector<std::string>& values);
+
+}  // namespace outbox::relay::pg

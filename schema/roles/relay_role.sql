@@ -1,0 +1,26 @@
+-- Least-privilege role for outbox-relay. Run as the owner of the outbox tables, e.g.
+--   psql -v relay_password="'...'" -f schema/roles/relay_role.sql
+-- (or create the role without a password and use a client certificate / passfile).
+-- The relay may read outbox_events and write only its bookkeeping columns; it has no
+-- access to business tables and no superuser, createdb, createrole or replication.
+
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'outbox_relay') THEN
+        CREATE ROLE outbox_relay LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOINHERIT;
+    END IF;
+END
+$$;
+
+\if :{?relay_password}
+ALTER ROLE outbox_relay PASSWORD :relay_password;
+\endif
+
+GRANT USAGE ON SCHEMA public TO outbox_relay;
+GRANT SELECT ON outbox_events TO outbox_relay;
+GRANT UPDATE (published_at, attempts, next_attempt_at, last_error, dead_lettered_at)
+    ON outbox_events TO outbox_relay;
+GRANT SELECT, UPDATE (listening, changed_at) ON outbox_relay_wakeup TO outbox_relay;
+
+-- Only when the relay runs with relay.mark_mode: delete (or runs retention):
+-- GRANT DELETE ON outbox_events TO outbox_relay;
