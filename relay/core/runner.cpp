@@ -17,7 +17,7 @@ void Runner::set_listening(bool listening) {
 }
 
 void Runner::wait_until(Clock::time_point deadline, bool wake_on_hint, const std::atomic<bool>& stop) {
-  while (!stop.load()) {
+  while (stopping_ || !stop.load()) {
     auto now = clock_.now();
     if (now >= deadline) return;
     auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now);
@@ -34,6 +34,7 @@ RunnerExit Runner::run(const std::atomic<bool>& stop) {
       logger_.log(LogLevel::info, "stopping", {{"unmarked", std::to_string(relay_.unmarked())}});
       relay_.request_stop();
       stop_forwarded = true;
+      stopping_ = true;
       stop_deadline = clock_.now() + options_.shutdown_timeout;
     }
     if (stop_forwarded && clock_.now() >= stop_deadline) {

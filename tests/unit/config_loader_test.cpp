@@ -1,0 +1,151 @@
+// Configuration: YAML < environment < flags, every error at once with its key, secrets redacted.
+#include <catch2/catch.hpp>
+
+#include <filesystem>
+#include <fstream>
+#include <unistd.h>
+
+#include "relay/config/config_loader.hpp"
+#include "relay/core/errors.hpp"
+
+using namespace outbox::relay;
+using namespace outbox::relay::config;
+
+namespace {
+struct TempYaml {
+  std::filesystem::path path;
+  explicit TempYaml(const std::string& text) {
+    path = std::filesystem::temp_directory_path() /
+           ("outbox-relay-test-" + std::to_string(::getpid()) + "-" + std::to_string(counter()++) + ".yaml");
+    std::ofstream(path) << text;
+  }
+  ~TempYaml() { std::filesystem::remove(path); }
+  static int& counter() {
+    static int n = 0;
+    return n;
+  }
+};
+
+std::string load_error(const ConfigSources& s) {
+  try {
+    (void)load_config(s);
+  } catch (const ConfigError& e) {
+    return e.what();
+  }
+  return "";
+}
+}  // namespace
+
+TEST_CASE("defaults hold when no source sets anything", "[config]") {
+  auto c = load_config({});
+  CHECK(c.relay.batch_size == 1000);
+  CHECK(c.kafka.topic_template == "outbox.event.${aggregate_type}");
+  CHECK(c.relay.wakeup == "notify");
+  CHECK(c.database.schema == "public");
+}
+
+TEST_CASE("YAML is overridden by the environment, which is overridden by flags", "[config]") {
+  TempYaml y(R"(
+database:
+  url: postgresql://relay@db/app
+kafka:
+  brokers: k1:9092
+  properties:
+    compression.type: zstd
+relay:
+  batch_size: 500
+  poll_interval_ms: 250
+)");
+  ConfigSources s;
+  s.file = y.path;
+  s.environment = {{"OUTBOX_RELAY_KAFKA_BROKERS", "k2:9092"},
+                   {"OUTBOX_RELAY_RELAY_BATCH_SIZE", "700"},
+                   {"OUTBOX_RELAY_KAFKA_PROPERTY_SASL_USERNAME", "svc"}};
+  s.overrides = {{"relay.batch_size", "900"}};
+  auto c = load_config(s);
+  CHECK(c.database.url == "postgresql://relay@db/app");
+  CHECK(c.kafka.brokers == "k2:9092");
+  CHECK(c.relay.batch_size == 900);
+  CHECK(c.relay.poll_interval_ms == 250);
+  CHECK(c.kafka.properties.at("compression.type") == "zstd");
+  CHECK(c.kafka.properties.at("sasl.username") == "svc");
+}
+
+TEST_CASE("reports every error at once, each with its key", "[config]") {
+  TempYaml y(R"(
+kafka:
+  brokerz: k1:9092
+relay:
+  batch_size: lots
+  wakeup: sometimes
+  max_attempts: 0
+  retry_initial_ms: 5000
+  retry_max_ms: 10
+)");
+  ConfigSources s;
+  s.file = y.path;
+  s.environment = {{"OUTBOX_RELAY_NOPE", "1"}};
+  auto err = load_error(s);
+  CHECK_THAT(err, Catch::Contains("kafka.brokerz: unknown key (did you mean kafka.brokers?)"));
+  CHECK_THAT(err, Catch::Contains("relay.batch_size: expected an integer, got \"lots\""));
+  CHECK_THAT(err, Catch::Contains("relay.wakeup: must be one of notify, poll, got \"sometimes\""));
+  CHECK_THAT(err, Catch::Contains("relay.max_attempts: must be between 1 and"));
+  CHECK_THAT(err, Catch::Contains("relay.retry_max_ms: must be at least relay.retry_initial_ms"));
+  CHECK_THAT(err, Catch::Contains("OUTBOX_RELAY_NOPE: unknown environment variable"));
+}
+
+TEST_CASE("malformed YAML names the file, line and column", "[config]") {
+  TempYaml y("relay:\n  batch_size: [1, 2\n");
+  ConfigSources s;
+  s.file = y.path;
+  auto err = load_error(s);
+  CHECK_THAT(err, Catch::Contains(y.path.string() + ":"));
+  CHECK_THAT(err, Catch::Contains("malformed YAML"));
+}
+
+TEST_CASE("a missing config file is reported", "[config]") {
+  ConfigSources s;
+  s.file = "/nonexistent/outbox-relay.yaml";
+  CHECK_THAT(load_error(s), Catch::Contains("/nonexistent/outbox-relay.yaml: cannot be read"));
+}
+
+TEST_CASE("a section given a value and a value given a list are type errors", "[config]") {
+  TempYaml y("relay: 5\nkafka:\n  brokers: [a, b]\n");
+  ConfigSources s;
+  s.file = y.path;
+  auto err = load_error(s);
+  CHECK_THAT(err, Catch::Contains("relay: is a section, expected a mapping"));
+  CHECK_THAT(err, Catch::Contains("kafka.brokers: expected a single value, got a list"));
+}
+
+TEST_CASE("an invalid connection string is an error that does not echo the password", "[config]") {
+  ConfigSources s;
+  s.overrides = {{"database.url", "host=db password=hunter2 bogus_option=1"}};
+  auto err = load_error(s);
+  CHECK_THAT(err, Catch::Contains("database.url: not a valid PostgreSQL connection string"));
+  CHECK_THAT(err, !Catch::Contains("hunter2"));
+}
+
+TEST_CASE("the effective config redacts the database password and secret Kafka properties", "[config]") {
+  ConfigSources s;
+  s.overrides = {{"database.url", "postgresql://relay:hunter2@db:5432/app"},
+                 {"kafka.brokers", "k:9092"},
+                 {"kafka.properties.sasl.password", "s3cret"},
+                 {"kafka.properties.sasl.username", "svc"}};
+  auto c = load_config(s);
+  std::string all;
+  for (const auto& [k, v] : effective_config(c)) all += k + "=" + v + "\n";
+  CHECK_THAT(all, !Catch::Contains("hunter2"));
+  CHECK_THAT(all, !Catch::Contains("s3cret"));
+  CHECK_THAT(all, Catch::Contains("kafka.properties.sasl.username=svc"));
+  CHECK_THAT(all, Catch::Contains("********"));
+}
+
+TEST_CASE("the reference lists every key with its environment variable", "[config]") {
+  auto ref = settings_reference();
+  bool found = false;
+  for (const auto& d : ref)
+    if (d.key == "kafka.brokers") found = d.env == "OUTBOX_RELAY_KAFKA_BROKERS";
+  CHECK(found);
+  CHECK(ref.size() > 20);
+}
