@@ -326,7 +326,7 @@ std::vector<SettingDoc> settings_reference() {
     std::string doc = s.description;
     if (s.kind == Kind::choice) {
       std::string list;
-      for (const auto& c : s.choices) list += (list.empty() ? "" : " | ") + c;
+      for (const auto& c : s.choices) list += (list.empty() ? "" : ", ") + c;
       doc = "One of " + list + ". " + doc;
     }
     out.push_back({s.key, env_name(s.key), def, doc});

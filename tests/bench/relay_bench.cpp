@@ -1,0 +1,249 @@
+// relay_bench: drain rate of a prefilled outbox through the real relay to a Kafka broker
+// (librdkafka's mock cluster, in its own process), side by side with the same-host ceiling
+// of the identical claim-and-mark SQL (the same relay and store, with a publisher that
+// acknowledges at once), and wake-up latency (commit -> marked) with NOTIFY versus polling.
+// A program that prints figures; not a test.
+#include <CLI/CLI.hpp>
+#include <pqxx/pqxx>
+
+#include <sys/resource.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <thread>
+
+#include "relay/app/polling_wakeup.hpp"
+#include "relay/core/relay.hpp"
+#include "relay/core/runner.hpp"
+#include "relay/kafka/kafka_publisher.hpp"
+#include "relay/pg/pg_conninfo.hpp"
+#include "relay/pg/pg_migrator.hpp"
+#include "relay/pg/pg_outbox_store.hpp"
+#include "relay/pg/pg_wakeup.hpp"
+#include "tests/e2e/child_process.hpp"
+#include "tests/support/pg_cluster.hpp"
+
+using namespace outbox;
+using namespace outbox::relay;
+using namespace std::chrono_literals;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+// Acknowledges everything at once: what is left is the relay's SQL and its own CPU.
+class InstantPublisher final : public Publisher {
+ public:
+  std::optional<DeliveryResult> send(const Message&) override {
+    ++n_;
+    return std::nullopt;
+  }
+  std::vector<DeliveryResult> await() override {
+    std::vector<DeliveryResult> r(n_, DeliveryResult{DeliveryStatus::delivered, {}});
+    n_ = 0;
+    return r;
+  }
+
+ private:
+  std::size_t n_ = 0;
+};
+
+double cpu_seconds() {
+  rusage ru{};
+  getrusage(RUSAGE_SELF, &ru);
+  return static_cast<double>(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+         static_cast<double>(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
+}
+
+long long wal_lsn(pqxx::connection& c) {
+  pqxx::nontransaction tx(c);
+  return tx.exec("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::bigint")[0][0].as<long long>();
+}
+
+void prefill(const std::string& url, long rows, int aggregates, int payload) {
+  pqxx::connection c(url);
+  {
+    pqxx::work tx(c);
+    tx.exec("TRUNCATE outbox_events");
+    tx.exec_params(
+        "INSERT INTO outbox_events (aggregate_type, aggregate_id, event_type, payload) "
+        "SELECT 'order', 'agg-' || (g % $2), 'created', convert_to(repeat('x', $3), 'UTF8') "
+        "FROM generate_series(1, $1) AS g",
+        rows, aggregates, payload);
+    tx.commit();
+  }
+  pqxx::nontransaction tx(c);
+  tx.exec("VACUUM (ANALYZE) outbox_events");
+  tx.exec("CHECKPOINT");
+}
+
+struct DrainResult {
+  double seconds = 0;
+  double rate = 0;
+  double wal_per_event = 0;
+  double cpu_us_per_event = 0;
+};
+
+DrainResult drain(const std::string& url, Publisher& publisher, long rows, std::size_t batch, pg::MarkMode mode) {
+  pg::PgOutboxStore store({pg::harden_conninfo(url, "outbox-relay-bench", 60'000), "public", mode});
+  SteadyClock clock;
+  RelayStats stats;
+  RelayOptions o;
+  o.batch_size = batch;
+  Relay relay(store, publisher, clock, MessageBuilder({}), o, stats);
+  pqxx::connection c(url);
+  auto wal0 = wal_lsn(c);
+  auto cpu0 = cpu_seconds();
+  auto t0 = Clock::now();
+  for (;;) {
+    auto r = relay.step();
+    if (r.kind == StepKind::idle && r.fetched == 0) break;
+    if (r.kind == StepKind::backoff) {
+      std::cerr << "backoff: " << r.error << "\n";
+      std::this_thread::sleep_for(r.wait);
+    }
+  }
+  DrainResult d;
+  d.seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+  d.rate = static_cast<double>(stats.published_total) / d.seconds;
+  d.wal_per_event = static_cast<double>(wal_lsn(c) - wal0) / static_cast<double>(rows);
+  d.cpu_us_per_event = (cpu_seconds() - cpu0) * 1e6 / static_cast<double>(rows);
+  if (static_cast<long>(stats.published_total) != rows)
+    std::cerr << "warning: published " << stats.published_total << " of " << rows << "\n";
+  return d;
+}
+
+// Commit -> marked latency of single events arriving at an idle relay, by the database clock.
+std::vector<double> wakeup_latencies(const std::string& url, Publisher& publisher, Wakeup& wakeup, int events,
+                                     std::chrono::milliseconds poll_interval) {
+  pqxx::connection c(url);
+  {
+    pqxx::work tx(c);
+    tx.exec("TRUNCATE outbox_events");
+    tx.commit();
+  }
+  pg::PgOutboxStore store({pg::harden_conninfo(url, "outbox-relay-bench", 60'000), "public", pg::MarkMode::update});
+  SteadyClock clock;
+  RelayStats stats;
+  Relay relay(store, publisher, clock, MessageBuilder({}), {}, stats);
+  NullLogger log;
+  RunnerOptions ro;
+  ro.poll_interval = poll_interval;
+  Runner runner(relay, wakeup, clock, log, ro);
+  std::atomic<bool> stop{false};
+  std::thread t([&] { runner.run(stop); });
+  std::this_thread::sleep_for(300ms);  // let it go idle
+  for (int i = 0; i < events; ++i) {
+    pqxx::work tx(c);
+    // clock_timestamp() at the end of the transaction is the commit time to within microseconds.
+    tx.exec("INSERT INTO outbox_events (aggregate_type, aggregate_id, event_type, payload, created_at) "
+            "VALUES ('order', 'lat', 'created', '\\x00', clock_timestamp())");
+    tx.commit();
+    std::this_thread::sleep_for(std::chrono::milliseconds(20 + (i * 37) % 60));
+  }
+  for (auto until = Clock::now() + 10s; Clock::now() < until;) {
+    pqxx::nontransaction tx(c);
+    if (tx.exec("SELECT count(*) FROM outbox_events WHERE published_at IS NULL")[0][0].as<long>() == 0) break;
+    std::this_thread::sleep_for(20ms);
+  }
+  stop = true;
+  t.join();
+  pqxx::nontransaction tx(c);
+  std::vector<double> ms;
+  for (const auto& row :
+       tx.exec("SELECT extract(epoch FROM published_at - created_at) * 1000 FROM outbox_events WHERE published_at IS NOT NULL"))
+    ms.push_back(row[0].as<double>());
+  std::sort(ms.begin(), ms.end());
+  return ms;
+}
+
+double pct(const std::vector<double>& v, double p) {
+  if (v.empty()) return 0;
+  return v[std::min(v.size() - 1, static_cast<std::size_t>(p * static_cast<double>(v.size())))];
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App cli{"Drain rate vs the same-host SQL ceiling, and wake-up latency"};
+  long rows = 200'000;
+  std::size_t batch = 1000;
+  int payload = 200;
+  int aggregates = 1000;
+  int rounds = 2;
+  int latency_events = 100;
+  std::string mark = "update";
+  std::string mock = OUTBOX_MOCK_KAFKA_BINARY;
+  cli.add_option("--rows", rows, "Rows to prefill per run");
+  cli.add_option("--batch", batch, "relay.batch_size");
+  cli.add_option("--payload", payload, "Payload bytes per event");
+  cli.add_option("--aggregates", aggregates, "Distinct aggregates");
+  cli.add_option("--rounds", rounds, "Ceiling/drain pairs, run alternately");
+  cli.add_option("--latency-events", latency_events, "Events for the wake-up latency runs (0 skips)");
+  cli.add_option("--mark-mode", mark, "update or delete")->check(CLI::IsMember({"update", "delete"}));
+  CLI11_PARSE(cli, argc, argv);
+  auto mode = mark == "delete" ? pg::MarkMode::remove : pg::MarkMode::update;
+
+  test::PgCluster cluster;
+  cluster.create_database("bench");
+  const std::string url = cluster.conninfo("bench");
+  pg::PgMigrator(url, "public").migrate();
+
+  auto bootstrap_file = std::filesystem::temp_directory_path() / ("outbox-bench-" + std::to_string(::getpid()));
+  test::ChildProcess broker(mock, {"--bootstrap-file", bootstrap_file.string()}, {}, bootstrap_file.string() + ".log");
+  std::string brokers;
+  for (auto until = Clock::now() + 10s; brokers.empty() && Clock::now() < until; std::this_thread::sleep_for(20ms))
+    if (std::ifstream in(bootstrap_file); in) std::getline(in, brokers);
+  if (brokers.empty()) {
+    std::cerr << "mock broker did not start\n";
+    return 1;
+  }
+  NullLogger log;
+  kafka::KafkaPublisher kafka({brokers, 30s, "outbox-relay-bench", {}}, log);
+  {  // warm up: topic metadata, producer id, connections
+    Message m{"outbox.event.order", "warm", "x", {}};
+    (void)kafka.send(m);
+    (void)kafka.await();
+  }
+
+  std::printf("relay_bench: %ld rows x %d B payload, %d aggregates, batch %zu, mark_mode %s, %d rounds\n", rows,
+              payload, aggregates, batch, mark.c_str(), rounds);
+  std::printf("%-8s %-22s %10s %12s %10s %14s\n", "round", "run", "seconds", "events/s", "WAL B/ev", "CPU us/event");
+  std::vector<double> ratios;
+  for (int round = 1; round <= rounds; ++round) {
+    InstantPublisher instant;
+    prefill(url, rows, aggregates, payload);
+    auto ceiling = drain(url, instant, rows, batch, mode);
+    prefill(url, rows, aggregates, payload);
+    auto relay = drain(url, kafka, rows, batch, mode);
+    std::printf("%-8d %-22s %10.2f %12.0f %10.0f %14.1f\n", round, "SQL ceiling (no Kafka)", ceiling.seconds,
+                ceiling.rate, ceiling.wal_per_event, ceiling.cpu_us_per_event);
+    std::printf("%-8d %-22s %10.2f %12.0f %10.0f %14.1f\n", round, "relay -> Kafka", relay.seconds, relay.rate,
+                relay.wal_per_event, relay.cpu_us_per_event);
+    ratios.push_back(relay.rate / ceiling.rate);
+  }
+  std::sort(ratios.begin(), ratios.end());
+  std::printf("ratio drain/ceiling: median %.2f (min %.2f, max %.2f)\n", ratios[ratios.size() / 2], ratios.front(),
+              ratios.back());
+
+  if (latency_events > 0) {
+    std::printf("\nwake-up latency, commit -> marked published (ms), %d single-event transactions at an idle relay\n",
+                latency_events);
+    std::printf("%-28s %8s %8s %8s %8s\n", "wakeup", "p50", "p90", "p99", "max");
+    pg::PgWakeup notify(pg::harden_conninfo(url, "outbox-relay-bench", 60'000), "public");
+    auto n = wakeup_latencies(url, kafka, notify, latency_events, 500ms);
+    std::printf("%-28s %8.1f %8.1f %8.1f %8.1f\n", "notify (poll fallback 500ms)", pct(n, .5), pct(n, .9), pct(n, .99),
+                n.empty() ? 0 : n.back());
+    app::PollingWakeup poll;
+    auto p = wakeup_latencies(url, kafka, poll, latency_events, 100ms);
+    std::printf("%-28s %8.1f %8.1f %8.1f %8.1f\n", "poll every 100ms", pct(p, .5), pct(p, .9), pct(p, .99),
+                p.empty() ? 0 : p.back());
+  }
+  kafka.close();
+  broker.signal(SIGTERM);
+  (void)broker.wait(10s);
+  std::filesystem::remove(bootstrap_file);
+  return 0;
+}

@@ -1,0 +1,156 @@
+// End to end with the real outbox-relay binary, a throwaway PostgreSQL cluster and the mock
+// Kafka cluster: every event arrives, in seq order per aggregate, through SIGTERM and SIGKILL.
+#include <catch2/catch.hpp>
+
+#include <fcntl.h>
+
+#include <filesystem>
+#include <map>
+#include <set>
+
+#include "tests/e2e/child_process.hpp"
+#include "tests/integration/pg_fixture.hpp"
+#include "tests/support/mock_kafka.hpp"
+
+using namespace outbox;
+using namespace std::chrono_literals;
+
+namespace {
+
+const std::string kRelay = OUTBOX_RELAY_BINARY;
+
+std::string temp_log(const std::string& name) {
+  return (std::filesystem::temp_directory_path() / ("outbox-e2e-" + std::to_string(::getpid()) + "-" + name + ".log"))
+      .string();
+}
+
+std::map<std::string, std::string> relay_env(const std::string& url, const std::string& brokers) {
+  return {{"OUTBOX_RELAY_DATABASE_URL", url},
+          {"OUTBOX_RELAY_KAFKA_BROKERS", brokers},
+          {"OUTBOX_RELAY_RELAY_BATCH_SIZE", "500"},
+          {"OUTBOX_RELAY_LOG_FORMAT", "text"}};
+}
+
+long unpublished(const std::string& url) {
+  return test::scalar(url, "SELECT count(*) FROM outbox_events WHERE published_at IS NULL");
+}
+
+// Polls the outbox until `done` or the deadline, consuming the topic meanwhile (the mock
+// cluster keeps a bounded log per partition, so the verifier reads while the relay writes).
+template <class Pred>
+bool poll_db(test::TopicReader& reader, Pred done, std::chrono::seconds deadline) {
+  auto until = std::chrono::steady_clock::now() + deadline;
+  while (std::chrono::steady_clock::now() < until) {
+    if (done()) return true;
+    reader.poll_for(100ms);
+  }
+  return done();
+}
+
+struct Verdict {
+  std::size_t distinct = 0;
+  std::size_t duplicates = 0;
+  bool ordered = true;
+  std::size_t missing = 0;
+};
+
+// Every row's id must have been consumed; first deliveries per aggregate in seq order.
+Verdict verify(const std::string& url, const std::vector<test::ConsumedMessage>& messages) {
+  pqxx::connection c(url);
+  pqxx::nontransaction tx(c);
+  std::map<std::string, std::int64_t> seq;
+  for (const auto& row : tx.exec("SELECT id::text, seq FROM outbox_events")) seq[row[0].c_str()] = row[1].as<std::int64_t>();
+  Verdict v;
+  std::set<std::string> seen;
+  std::map<std::string, std::int64_t> last;
+  for (const auto& m : messages) {
+    auto id = test::header(m, "id");
+    if (!id || !seq.contains(*id)) continue;
+    if (!seen.insert(*id).second) {
+      ++v.duplicates;
+      continue;
+    }
+    auto [it, fresh] = last.try_emplace(m.key, seq[*id]);
+    if (!fresh) {
+      if (seq[*id] < it->second) v.ordered = false;
+      it->second = seq[*id];
+    }
+  }
+  v.distinct = seen.size();
+  v.missing = seq.size() - seen.size();
+  return v;
+}
+
+}  // namespace
+
+TEST_CASE("10,000 events over 100 aggregates all arrive in order per aggregate; SIGTERM exits 0", "[e2e]") {
+  auto url = test::fresh_database();
+  test::MockKafka kafka(1);
+  test::TopicReader reader(kafka.bootstrap(), "outbox.event.order");
+  test::insert_events(url, 5000, 100);
+  test::ChildProcess relay(kRelay, {"run"}, relay_env(url, kafka.bootstrap()), temp_log("drain"));
+  test::insert_events(url, 5000, 100);  // more arrive while it runs
+  REQUIRE(poll_db(reader, [&] { return unpublished(url) == 0; }, 120s));
+  REQUIRE(reader.read_until([](const auto& all) { return all.size() >= 10000; }, 60s));
+
+  relay.signal(SIGTERM);
+  auto code = relay.wait(30s);
+  REQUIRE(code.has_value());
+  CHECK(*code == 0);
+
+  auto v = verify(url, reader.messages());
+  CHECK(v.distinct == 10000);
+  CHECK(v.missing == 0);
+  CHECK(v.ordered);
+}
+
+TEST_CASE("SIGKILL in the middle of a drain, then a restart: no event is missing", "[e2e]") {
+  auto url = test::fresh_database();
+  test::MockKafka kafka(1);
+  test::TopicReader reader(kafka.bootstrap(), "outbox.event.order");
+  test::insert_events(url, 10000, 100);
+  long killed_with_unpublished = 0;
+  {
+    auto env = relay_env(url, kafka.bootstrap());
+    env["OUTBOX_RELAY_RELAY_BATCH_SIZE"] = "100";  // many batches, so the kill lands mid-drain
+    test::ChildProcess relay(kRelay, {"run"}, env, temp_log("kill1"));
+    REQUIRE(poll_db(reader, [&] { return unpublished(url) < 8000; }, 60s));
+    relay.signal(SIGKILL);
+    REQUIRE(relay.wait(10s) == std::optional<int>(128 + SIGKILL));
+    killed_with_unpublished = unpublished(url);
+  }
+  CHECK(killed_with_unpublished > 0);  // the kill really interrupted the drain
+  test::ChildProcess restarted(kRelay, {"run"}, relay_env(url, kafka.bootstrap()), temp_log("kill2"));
+  REQUIRE(poll_db(reader, [&] { return unpublished(url) == 0; }, 120s));
+  REQUIRE(reader.read_until([&](const auto&) { return verify(url, reader.messages()).missing == 0; }, 60s));
+  restarted.signal(SIGTERM);
+  CHECK(restarted.wait(30s) == std::optional<int>(0));
+
+  auto v = verify(url, reader.messages());
+  CHECK(v.missing == 0);
+  CHECK(v.distinct == 10000);
+  CHECK(v.ordered);
+  UNSCOPED_INFO("duplicates after SIGKILL: " << v.duplicates);
+}
+
+TEST_CASE("a bad config exits 78 naming the key; the password never reaches the output", "[e2e]") {
+  test::ChildProcess bad(kRelay, {"run", "--set", "relay.batch_size=0"},
+                         {{"OUTBOX_RELAY_KAFKA_BROKERS", "127.0.0.1:1"},
+                          {"OUTBOX_RELAY_DATABASE_URL", "postgresql://relay:hunter2@127.0.0.1:1/x"}},
+                         temp_log("badconfig"));
+  CHECK(bad.wait(10s) == std::optional<int>(78));
+  CHECK_THAT(bad.output(), Catch::Contains("relay.batch_size"));
+  CHECK_THAT(bad.output(), !Catch::Contains("hunter2"));
+
+  // Unreachable database: keeps retrying (logging why, without the password) until SIGTERM.
+  test::ChildProcess waiting(kRelay, {"run"},
+                             {{"OUTBOX_RELAY_KAFKA_BROKERS", "127.0.0.1:1"},
+                              {"OUTBOX_RELAY_DATABASE_URL", "postgresql://relay:hunter2@127.0.0.1:1/x"}},
+                             temp_log("unreachable"));
+  auto until = std::chrono::steady_clock::now() + 20s;
+  while (waiting.output().find("database_unavailable") == std::string::npos && std::chrono::steady_clock::now() < until)
+    std::this_thread::sleep_for(50ms);
+  waiting.signal(SIGTERM);
+  CHECK(waiting.wait(10s) == std::optional<int>(0));
+  CHECK_THAT(waiting.output(), !Catch::Contains("hunter2"));
+}

@@ -1,0 +1,186 @@
+// PgOutboxStore, PgMigrator and PgWakeup against a real PostgreSQL cluster.
+#include <catch2/catch.hpp>
+
+#include <chrono>
+
+#include "relay/core/errors.hpp"
+#include "relay/pg/pg_outbox_store.hpp"
+#include "relay/pg/pg_wakeup.hpp"
+#include "tests/integration/pg_fixture.hpp"
+
+using namespace outbox;
+using namespace outbox::relay;
+using namespace outbox::relay::pg;
+using namespace std::chrono_literals;
+
+namespace {
+PgOutboxStore store_for(const std::string& url, MarkMode mode = MarkMode::update) {
+  return PgOutboxStore({harden_conninfo(url, "outbox-relay-test", 10'000), "public", mode});
+}
+std::vector<std::int64_t> seqs_of(const std::vector<OutboxEvent>& events) {
+  std::vector<std::int64_t> s;
+  for (const auto& e : events) s.push_back(e.seq);
+  return s;
+}
+}  // namespace
+
+TEST_CASE("migrate applies every migration once and records it", "[pg][migrate]") {
+  auto url = test::fresh_database();  // already migrated once
+  auto again = PgMigrator(url, "public").migrate();
+  REQUIRE(again.size() == embedded_migrations().size());
+  for (const auto& m : again) CHECK_FALSE(m.applied_now);
+  CHECK(test::scalar(url, "SELECT count(*) FROM outbox_schema_migrations") ==
+        static_cast<long>(embedded_migrations().size()));
+  CHECK(test::scalar(url, "SELECT count(*) FROM information_schema.tables WHERE table_name IN "
+                          "('outbox_events','consumer_inbox','idempotency_keys','outbox_relay_wakeup')") == 4);
+}
+
+TEST_CASE("migrate refuses to continue when an applied migration was edited", "[pg][migrate]") {
+  auto url = test::fresh_database();
+  {
+    pqxx::connection c(url);
+    pqxx::work tx(c);
+    tx.exec("UPDATE outbox_schema_migrations SET checksum = 'edited' WHERE version = 1");
+    tx.commit();
+  }
+  CHECK_THROWS_WITH(PgMigrator(url, "public").migrate(), Catch::Contains("forward-only"));
+}
+
+TEST_CASE("the migration files also work when applied twice by another tool", "[pg][migrate]") {
+  auto url = test::fresh_database();
+  pqxx::connection c(url);
+  for (const auto& m : embedded_migrations()) {
+    pqxx::work tx(c);
+    tx.exec(m.sql);
+    tx.commit();
+  }
+  SUCCEED("every migration re-ran without error");
+  CHECK(test::scalar(url, "SELECT count(*) FROM outbox_relay_wakeup") == 1);
+}
+
+TEST_CASE("fetch returns unpublished rows in seq order with payload bytes, headers and topic", "[pg][store]") {
+  auto url = test::fresh_database();
+  {
+    pqxx::connection c(url);
+    pqxx::work tx(c);
+    tx.exec("SELECT outbox_publish('order', 'o-1', 'created', '\\x00ff01'::bytea, '{\"trace\":\"t-1\",\"n\":5}', 'custom.topic')");
+    tx.exec("SELECT outbox_publish('order', 'o-2', 'created', '{\"a\":1}'::jsonb)");
+    tx.commit();
+  }
+  auto store = store_for(url);
+  auto events = store.fetch({10, std::nullopt, {}});
+  REQUIRE(events.size() == 2);
+  CHECK(events[0].seq < events[1].seq);
+  CHECK(events[0].payload == std::string("\x00\xff\x01", 3));
+  CHECK(events[0].topic == std::optional<std::string>("custom.topic"));
+  CHECK(events[0].headers.size() == 2);
+  CHECK(std::find(events[0].headers.begin(), events[0].headers.end(), Header{"trace", "t-1"}) != events[0].headers.end());
+  CHECK(std::find(events[0].headers.begin(), events[0].headers.end(), Header{"n", "5"}) != events[0].headers.end());
+  CHECK(events[1].payload == "{\"a\": 1}");
+  CHECK_FALSE(events[1].topic.has_value());
+  CHECK(events[0].id.size() == 36);
+  CHECK(events[0].retry_in == 0ms);
+}
+
+TEST_CASE("fetch honours after_seq, limit and excluded aggregates", "[pg][store]") {
+  auto url = test::fresh_database();
+  test::insert_events(url, 10, 5);  // agg-1, agg-2, agg-3, agg-4, agg-0, agg-1, ...
+  auto store = store_for(url);
+  auto all = store.fetch({100, std::nullopt, {}});
+  REQUIRE(all.size() == 10);
+  auto after = store.fetch({3, all[4].seq, {}});
+  CHECK(seqs_of(after) == std::vector<std::int64_t>{all[5].seq, all[6].seq, all[7].seq});
+  auto excluding = store.fetch({100, std::nullopt, {{"order", "agg-1"}, {"order", "agg-2"}}});
+  CHECK(excluding.size() == 6);
+  for (const auto& e : excluding) CHECK((e.aggregate_id != "agg-1" && e.aggregate_id != "agg-2"));
+}
+
+TEST_CASE("a row that commits after later rows is still returned by the next head scan", "[pg][store]") {
+  auto url = test::fresh_database();
+  pqxx::connection slow(url);
+  pqxx::work late(slow);
+  late.exec("SELECT outbox_publish('order', 'late', 'created', '{}'::jsonb)");  // takes the lower seq
+  test::insert_events(url, 3, 3);                                                // commits first
+  auto store = store_for(url);
+  auto first = store.fetch({100, std::nullopt, {}});
+  CHECK(first.size() == 3);
+  store.mark_published(seqs_of(first));
+  late.commit();
+  auto second = store.fetch({100, std::nullopt, {}});
+  REQUIRE(second.size() == 1);
+  CHECK(second[0].aggregate_id == "late");
+  CHECK(second[0].seq < first[0].seq);
+}
+
+TEST_CASE("marking is idempotent; update mode keeps the row, delete mode removes it", "[pg][store]") {
+  auto url = test::fresh_database();
+  test::insert_events(url, 4, 2);
+  SECTION("update") {
+    auto store = store_for(url);
+    auto rows = store.fetch({100, std::nullopt, {}});
+    store.mark_published(seqs_of(rows));
+    auto first_stamp = test::scalar(url, "SELECT extract(epoch FROM max(published_at)) * 1000000 FROM outbox_events");
+    store.mark_published(seqs_of(rows));  // again, as after an unknown commit outcome
+    CHECK(test::scalar(url, "SELECT count(*) FROM outbox_events WHERE published_at IS NOT NULL") == 4);
+    CHECK(test::scalar(url, "SELECT extract(epoch FROM max(published_at)) * 1000000 FROM outbox_events") == first_stamp);
+    CHECK(store.fetch({100, std::nullopt, {}}).empty());
+  }
+  SECTION("delete") {
+    auto store = store_for(url, MarkMode::remove);
+    auto rows = store.fetch({100, std::nullopt, {}});
+    store.mark_published(seqs_of(rows));
+    store.mark_published(seqs_of(rows));
+    CHECK(test::scalar(url, "SELECT count(*) FROM outbox_events") == 0);
+  }
+}
+
+TEST_CASE("failures count attempts, schedule the retry on the database clock, dead-letter at the end", "[pg][store]") {
+  auto url = test::fresh_database();
+  test::insert_events(url, 3, 1);  // one aggregate: rows 2 and 3 wait behind row 1
+  auto store = store_for(url);
+  auto rows = store.fetch({100, std::nullopt, {}});
+  REQUIRE(rows.size() == 3);
+  std::vector<FailedAttempt> f{{rows[0].seq, "MSG_SIZE_TOO_LARGE: too big", 1, 60'000ms, false}};
+  store.record_failures(f);
+  auto again = store.fetch({100, std::nullopt, {}});
+  REQUIRE(again.size() == 3);
+  CHECK(again[0].attempts == 1);
+  CHECK(again[0].retry_in > 50'000ms);
+  CHECK(again[0].retry_in <= 60'000ms);
+  std::vector<FailedAttempt> dead{{rows[0].seq, "gave up", 2, 0ms, true}};
+  store.record_failures(dead);
+  // A dead row leaves the work list and holds back its aggregate's later rows.
+  CHECK(store.fetch({100, std::nullopt, {}}).empty());
+  CHECK(test::scalar(url, "SELECT count(*) FROM outbox_events WHERE dead_lettered_at IS NOT NULL AND "
+                          "last_error = 'gave up' AND attempts = 2") == 1);
+}
+
+TEST_CASE("verify_schema names a missing outbox table and the command that fixes it", "[pg][store]") {
+  auto& cluster = test::PgCluster::shared();
+  cluster.create_database("unmigrated_" + std::to_string(::getpid()));
+  auto store = store_for(cluster.conninfo("unmigrated_" + std::to_string(::getpid())));
+  CHECK_THROWS_WITH(store.verify_schema(), Catch::Contains("outbox-relay migrate"));
+}
+
+TEST_CASE("an unreachable database is a transient error", "[pg][store]") {
+  auto store = PgOutboxStore({harden_conninfo("host=127.0.0.1 port=1 connect_timeout=2", "t", 1000), "public",
+                              MarkMode::update});
+  CHECK_THROWS_AS(store.fetch({10, std::nullopt, {}}), TransientError);
+}
+
+TEST_CASE("producers send a wake-up hint only while the relay listens", "[pg][wakeup]") {
+  auto url = test::fresh_database();
+  PgWakeup wakeup(harden_conninfo(url, "outbox-relay-test", 10'000), "public");
+  wakeup.set_listening(true);
+  (void)wakeup.wait(1ms);  // establishes LISTEN
+  test::insert_events(url, 1, 1);
+  bool woke = false;
+  for (auto deadline = std::chrono::steady_clock::now() + 5s; !woke && std::chrono::steady_clock::now() < deadline;)
+    woke = wakeup.wait(100ms);
+  CHECK(woke);
+
+  wakeup.set_listening(false);
+  test::insert_events(url, 1, 1);
+  CHECK_FALSE(wakeup.wait(300ms));
+  CHECK(test::scalar(url, "SELECT count(*) FROM outbox_relay_wakeup WHERE listening") == 0);
+}
