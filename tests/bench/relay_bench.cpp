@@ -29,7 +29,7 @@
 using namespace outbox;
 using namespace outbox::relay;
 using namespace std::chrono_literals;
-using Clock = std::chrono::steady_clock;
+using WallClock = std::chrono::steady_clock;
 
 namespace {
 
@@ -96,7 +96,7 @@ DrainResult drain(const std::string& url, Publisher& publisher, long rows, std::
   pqxx::connection c(url);
   auto wal0 = wal_lsn(c);
   auto cpu0 = cpu_seconds();
-  auto t0 = Clock::now();
+  auto t0 = WallClock::now();
   for (;;) {
     auto r = relay.step();
     if (r.kind == StepKind::idle && r.fetched == 0) break;
@@ -106,7 +106,7 @@ DrainResult drain(const std::string& url, Publisher& publisher, long rows, std::
     }
   }
   DrainResult d;
-  d.seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+  d.seconds = std::chrono::duration<double>(WallClock::now() - t0).count();
   d.rate = static_cast<double>(stats.published_total) / d.seconds;
   d.wal_per_event = static_cast<double>(wal_lsn(c) - wal0) / static_cast<double>(rows);
   d.cpu_us_per_event = (cpu_seconds() - cpu0) * 1e6 / static_cast<double>(rows);
@@ -143,7 +143,7 @@ std::vector<double> wakeup_latencies(const std::string& url, Publisher& publishe
     tx.commit();
     std::this_thread::sleep_for(std::chrono::milliseconds(20 + (i * 37) % 60));
   }
-  for (auto until = Clock::now() + 10s; Clock::now() < until;) {
+  for (auto until = WallClock::now() + 10s; WallClock::now() < until;) {
     pqxx::nontransaction tx(c);
     if (tx.exec("SELECT count(*) FROM outbox_events WHERE published_at IS NULL")[0][0].as<long>() == 0) break;
     std::this_thread::sleep_for(20ms);
@@ -194,7 +194,7 @@ int main(int argc, char** argv) {
   auto bootstrap_file = std::filesystem::temp_directory_path() / ("outbox-bench-" + std::to_string(::getpid()));
   test::ChildProcess broker(mock, {"--bootstrap-file", bootstrap_file.string()}, {}, bootstrap_file.string() + ".log");
   std::string brokers;
-  for (auto until = Clock::now() + 10s; brokers.empty() && Clock::now() < until; std::this_thread::sleep_for(20ms))
+  for (auto until = WallClock::now() + 10s; brokers.empty() && WallClock::now() < until; std::this_thread::sleep_for(20ms))
     if (std::ifstream in(bootstrap_file); in) std::getline(in, brokers);
   if (brokers.empty()) {
     std::cerr << "mock broker did not start\n";

@@ -2,6 +2,7 @@
 // signal it, wait for it with a deadline.
 #pragma once
 
+#include <fcntl.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/wait.h>

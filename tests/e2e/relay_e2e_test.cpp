@@ -4,6 +4,8 @@
 
 #include <fcntl.h>
 
+#include <cstdio>
+
 #include <filesystem>
 #include <map>
 #include <set>
@@ -130,7 +132,8 @@ TEST_CASE("SIGKILL in the middle of a drain, then a restart: no event is missing
   CHECK(v.missing == 0);
   CHECK(v.distinct == 10000);
   CHECK(v.ordered);
-  UNSCOPED_INFO("duplicates after SIGKILL: " << v.duplicates);
+  std::printf("kill test: %ld of 10000 rows unpublished at SIGKILL, %zu duplicates delivered, 0 missing\n",
+              killed_with_unpublished, v.duplicates);
 }
 
 TEST_CASE("a bad config exits 78 naming the key; the password never reaches the output", "[e2e]") {

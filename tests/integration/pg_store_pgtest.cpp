@@ -119,10 +119,10 @@ TEST_CASE("marking is idempotent; update mode keeps the row, delete mode removes
     auto store = store_for(url);
     auto rows = store.fetch({100, std::nullopt, {}});
     store.mark_published(seqs_of(rows));
-    auto first_stamp = test::scalar(url, "SELECT extract(epoch FROM max(published_at)) * 1000000 FROM outbox_events");
+    auto first_stamp = test::scalar(url, "SELECT (extract(epoch FROM max(published_at)) * 1000000)::bigint FROM outbox_events");
     store.mark_published(seqs_of(rows));  // again, as after an unknown commit outcome
     CHECK(test::scalar(url, "SELECT count(*) FROM outbox_events WHERE published_at IS NOT NULL") == 4);
-    CHECK(test::scalar(url, "SELECT extract(epoch FROM max(published_at)) * 1000000 FROM outbox_events") == first_stamp);
+    CHECK(test::scalar(url, "SELECT (extract(epoch FROM max(published_at)) * 1000000)::bigint FROM outbox_events") == first_stamp);
     CHECK(store.fetch({100, std::nullopt, {}}).empty());
   }
   SECTION("delete") {

@@ -7,6 +7,7 @@
 
 #include <map>
 #include <set>
+#include <thread>
 
 #include "relay/core/relay.hpp"
 #include "relay/kafka/kafka_publisher.hpp"
@@ -30,10 +31,10 @@ struct Wired {
   kafka::KafkaPublisher publisher;
   Relay relay;
 
-  explicit Wired(std::map<std::string, std::string> props = {}, RelayOptions options = {})
+  explicit Wired(const std::map<std::string, std::string>& props = {}, RelayOptions options = {})
       : url(test::fresh_database()),
         store({pg::harden_conninfo(url, "outbox-relay-test", 10'000), "public", pg::MarkMode::update}),
-        publisher({kafka.bootstrap(), 10s, "outbox-relay-test", std::move(props)}, logger),
+        publisher({kafka.bootstrap(), 10s, "outbox-relay-test", props}, logger),
         relay(store, publisher, clock, MessageBuilder({}), options, stats) {}
 
   // Steps until the outbox has no publishable row left, or the deadline passes.
@@ -86,7 +87,7 @@ TEST_CASE("publishes every row once acknowledged, in seq order per aggregate, an
 }
 
 TEST_CASE("marks nothing while the broker is down and catches up when it returns", "[relay][kafka]") {
-  Wired w({{"message.timeout.ms", "1500"}});
+  Wired w(std::map<std::string, std::string>{{"message.timeout.ms", "1500"}});
   test::insert_events(w.url, 50, 5);
   rd_kafka_mock_broker_set_down(w.kafka.cluster(), 1);
   auto r = w.relay.step();
@@ -99,7 +100,7 @@ TEST_CASE("marks nothing while the broker is down and catches up when it returns
 }
 
 TEST_CASE("a message larger than the producer allows fails permanently; other aggregates flow", "[relay][kafka]") {
-  Wired w({{"message.max.bytes", "10000"}});
+  Wired w(std::map<std::string, std::string>{{"message.max.bytes", "10000"}});
   test::insert_events(w.url, 10, 5);
   {
     pqxx::connection c(w.url);
