@@ -59,9 +59,10 @@ StepResult Relay::step() {
   const auto now = clock_.now();
   StepResult result;
   try {
-    // A pipelined step fetches behind the batch whose marks are still pending. Any failure,
-    // a stop, or the rescan deadline turns the step into a head scan: write what is pending,
-    // lift expired blocks, and read from the oldest unpublished row.
+    // A pipelined step publishes the batch read behind the one whose marks are still pending
+    // (prefetched while that one was on the wire). Any failure, a stop, or the rescan deadline
+    // turns the step into a head scan: write what is pending, lift expired blocks, and read
+    // from the oldest unpublished row.
     const bool pipelined = options_.pipeline && pending_ && !pending_->failed &&
                            now < next_rescan_ && !stop_requested_;
     if (!pipelined) {
@@ -70,30 +71,42 @@ StepResult Relay::step() {
         result.kind = StepKind::stopped;
         return result;
       }
+      prefetched_.reset();
       std::erase_if(blocked_until_, [now](const auto& kv) { return kv.second <= now; });
       next_rescan_ = now + options_.rescan_interval;
     }
 
-    FetchRequest request{options_.batch_size, std::nullopt, excluded_aggregates()};
-    if (pipelined) request.after_seq = pending_->max_seq;
-    auto events = store_.fetch(request);
+    std::vector<OutboxEvent> events;
+    if (pipelined && prefetched_) {
+      events = std::move(*prefetched_);
+    } else {
+      FetchRequest request{options_.batch_size, std::nullopt, excluded_aggregates()};
+      if (pipelined) request.after_seq = pending_->max_seq;
+      events = store_.fetch(request);
+    }
+    prefetched_.reset();
     ++stats_.batches_total;
     result.fetched = events.size();
     const bool full = events.size() >= options_.batch_size;
+    std::int64_t max_seq = 0;
+    for (const auto& e : events) max_seq = std::max(max_seq, e.seq);
 
-    auto sent = dispatch(std::move(events));
+    InFlight flight = dispatch(std::move(events));
 
-    // Write the previous batch's marks while this batch is on the wire. A database error
-    // here must not abandon the messages just sent: collect their outcomes first.
+    // While this batch is on the wire: write the previous batch's marks, and read the next
+    // batch behind this one. A database error here must not abandon the messages just sent:
+    // their outcomes are collected first.
     std::optional<std::string> write_error;
-    if (pending_) {
-      try {
-        result.published += write_settlement();
-      } catch (const TransientError& e) {
-        write_error = e.what();
-      }
+    try {
+      if (pending_) result.published += write_settlement();
+      if (full && options_.pipeline && !stop_requested_)
+        prefetched_ = store_.fetch({options_.batch_size, max_seq, excluded_aggregates()});
+    } catch (const TransientError& e) {
+      write_error = e.what();
+      prefetched_.reset();
     }
 
+    auto sent = collect(std::move(flight));
     auto settlement = settle_outcomes(sent);
     if (pending_) {
       pending_->marks.insert(pending_->marks.end(), settlement.marks.begin(), settlement.marks.end());
@@ -119,11 +132,12 @@ StepResult Relay::step() {
   }
 }
 
-std::vector<Relay::Sent> Relay::dispatch(std::vector<OutboxEvent> events) {
+Relay::InFlight Relay::dispatch(std::vector<OutboxEvent> events) {
   const auto now = clock_.now();
-  std::vector<Sent> sent;
+  InFlight flight;
+  auto& sent = flight.sent;
+  auto& accepted = flight.accepted;
   sent.reserve(events.size());
-  std::vector<std::size_t> accepted;
   accepted.reserve(events.size());
   for (auto& event : events) {
     auto key = aggregate_of(event);
@@ -155,14 +169,19 @@ std::vector<Relay::Sent> Relay::dispatch(std::vector<OutboxEvent> events) {
     }
     accepted.push_back(sent.size() - 1);
   }
-  if (!accepted.empty()) {
+  return flight;
+}
+
+std::vector<Relay::Sent> Relay::collect(InFlight flight) {
+  if (!flight.accepted.empty()) {
     auto results = publisher_.await();
-    if (results.size() != accepted.size())
-      throw std::logic_error("publisher returned " + std::to_string(results.size()) +
-                             " outcomes for " + std::to_string(accepted.size()) + " messages");
-    for (std::size_t i = 0; i < accepted.size(); ++i) sent[accepted[i]].result = std::move(results[i]);
+    if (results.size() != flight.accepted.size())
+      throw std::logic_error("publisher returned " + std::to_string(results.size()) + " outcomes for " +
+                             std::to_string(flight.accepted.size()) + " messages");
+    for (std::size_t i = 0; i < flight.accepted.size(); ++i)
+      flight.sent[flight.accepted[i]].result = std::move(results[i]);
   }
-  return sent;
+  return std::move(flight.sent);
 }
 
 Relay::Settlement Relay::settle_outcomes(std::vector<Sent>& sent) {

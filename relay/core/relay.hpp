@@ -81,7 +81,15 @@ class Relay {
     bool transient = false;  // some failure was transient: back off before the next step
   };
 
-  std::vector<Sent> dispatch(std::vector<OutboxEvent> events);
+  struct InFlight {
+    std::vector<Sent> sent;             // the whole batch, in seq order
+    std::vector<std::size_t> accepted;  // indexes of the messages the publisher took
+  };
+
+  // Sends the batch's messages, holding back events whose aggregate waits; does not wait.
+  InFlight dispatch(std::vector<OutboxEvent> events);
+  // Waits for the delivery outcomes of a dispatched batch.
+  std::vector<Sent> collect(InFlight flight);
   Settlement settle_outcomes(std::vector<Sent>& sent);
   std::size_t write_settlement();
   std::vector<AggregateKey> excluded_aggregates();
@@ -98,6 +106,8 @@ class Relay {
 
   std::atomic<bool> stop_requested_{false};
   std::optional<Settlement> pending_;  // delivered batch whose marks are not yet written
+  // The batch behind the one in flight, read while it was on the wire.
+  std::optional<std::vector<OutboxEvent>> prefetched_;
   Clock::time_point next_rescan_{};
   int consecutive_transient_ = 0;
   // Aggregates that wait behind a failed or not-yet-due event, until the given time.

@@ -13,6 +13,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <map>
 #include <thread>
 
 #include "relay/app/polling_wakeup.hpp"
@@ -176,6 +177,7 @@ int main(int argc, char** argv) {
   int latency_events = 100;
   std::string mark = "update";
   std::string mock = OUTBOX_MOCK_KAFKA_BINARY;
+  std::vector<std::string> kafka_props;
   cli.add_option("--rows", rows, "Rows to prefill per run");
   cli.add_option("--batch", batch, "relay.batch_size");
   cli.add_option("--payload", payload, "Payload bytes per event");
@@ -183,7 +185,11 @@ int main(int argc, char** argv) {
   cli.add_option("--rounds", rounds, "Ceiling/drain pairs, run alternately");
   cli.add_option("--latency-events", latency_events, "Events for the wake-up latency runs (0 skips)");
   cli.add_option("--mark-mode", mark, "update or delete")->check(CLI::IsMember({"update", "delete"}));
+  cli.add_option("--kafka-property", kafka_props, "librdkafka property name=value for the relay (repeatable)");
   CLI11_PARSE(cli, argc, argv);
+  std::map<std::string, std::string> props;
+  for (const auto& p : kafka_props)
+    if (auto eq = p.find('='); eq != std::string::npos) props[p.substr(0, eq)] = p.substr(eq + 1);
   auto mode = mark == "delete" ? pg::MarkMode::remove : pg::MarkMode::update;
 
   test::PgCluster cluster;
@@ -201,7 +207,7 @@ int main(int argc, char** argv) {
     return 1;
   }
   NullLogger log;
-  kafka::KafkaPublisher kafka({brokers, 30s, "outbox-relay-bench", {}}, log);
+  kafka::KafkaPublisher kafka({brokers, 30s, "outbox-relay-bench", props}, log);
   {  // warm up: topic metadata, producer id, connections
     Message m{"outbox.event.order", "warm", "x", {}};
     (void)kafka.send(m);

@@ -64,6 +64,7 @@ class FakeOutboxStore final : public OutboxStore {
 
   std::vector<OutboxEvent> fetch(const FetchRequest& req) override {
     ++fetches;
+    if (timeline) timeline->push_back(req.after_seq ? "fetch>" + std::to_string(*req.after_seq) : "fetch");
     fetch_requests.push_back(req);
     if (fail_fetches > 0) {
       --fail_fetches;
@@ -90,6 +91,7 @@ class FakeOutboxStore final : public OutboxStore {
   }
 
   void mark_published(std::span<const std::int64_t> seqs) override {
+    if (timeline) timeline->push_back("mark " + std::to_string(seqs.size()));
     if (fail_marks > 0) {
       --fail_marks;
       if (commit_then_fail) apply_marks(seqs);  // committed, but the client never heard back
@@ -112,6 +114,7 @@ class FakeOutboxStore final : public OutboxStore {
     }
   }
 
+  std::vector<std::string>* timeline = nullptr;  // shared with the publisher: call order
   int fail_fetches = 0;
   int fail_marks = 0;
   bool commit_then_fail = false;
@@ -141,6 +144,7 @@ class FakePublisher final : public Publisher {
 
   std::optional<DeliveryResult> send(const Message& m) override {
     ++sends;
+    if (timeline) timeline->push_back("send");
     if (refuse) {
       if (auto r = refuse(m)) return r;
     }
@@ -150,6 +154,7 @@ class FakePublisher final : public Publisher {
 
   std::vector<DeliveryResult> await() override {
     ++awaits;
+    if (timeline) timeline->push_back("await");
     std::vector<DeliveryResult> out;
     std::set<std::string> failed_keys;
     for (const auto& m : queued_) {
@@ -176,6 +181,7 @@ class FakePublisher final : public Publisher {
     return {};
   }
 
+  std::vector<std::string>* timeline = nullptr;
   Rule refuse;  // local refusal at send()
   Rule broker;  // broker-side outcome at await(); nullopt = delivered
   std::vector<Message> log;
