@@ -15,5 +15,15 @@ fi
 
 cmake -S . -B "$build_dir" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DOUTBOX_SANITIZE=$sanitize
 cmake --build "$build_dir" -j"$(nproc)"
+
+# The unit tests again under AddressSanitizer and UndefinedBehaviorSanitizer (quick: no
+# services). The full suite under sanitizers: OUTBOX_SANITIZE=1 bash scripts/test.sh
+if [[ $sanitize == OFF && "${OUTBOX_SKIP_SANITIZER_UNITS:-0}" != 1 ]]; then
+  cmake -S . -B build-sanitize-units -G Ninja -DCMAKE_BUILD_TYPE=Debug -DOUTBOX_SANITIZE=ON >/dev/null
+  cmake --build build-sanitize-units -j"$(nproc)" --target core_test adapter_test
+  ./build-sanitize-units/tests/core_test
+  ./build-sanitize-units/tests/adapter_test
+fi
+
 cd "$build_dir"
 ctest --output-on-failure --timeout 600 -j"${CTEST_PARALLEL:-2}"
