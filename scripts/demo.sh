@@ -63,7 +63,7 @@ while kill -0 "$producer_pid" 2>/dev/null || [[ $(psql_q "SELECT count(*) FROM o
   sleep 1
   t=$((t + 1))
   row=$(psql_q "SELECT count(*), count(published_at), count(*) - count(published_at),
-                COALESCE((extract(epoch FROM now() - min(created_at) FILTER (WHERE published_at IS NULL)) * 1000)::bigint, 0)
+                GREATEST(0, COALESCE((extract(epoch FROM now() - min(created_at) FILTER (WHERE published_at IS NULL)) * 1000)::bigint, 0))
                 FROM outbox_events")
   IFS='|' read -r produced published backlog oldest <<<"$row"
   printf "   %5d %10d %10d %8d %12d\n" "$t" "$produced" "$published" "$backlog" "$oldest"

@@ -3,6 +3,7 @@
 #include <librdkafka/rdkafka.h>
 
 #include <cstdint>
+#include <string_view>
 
 #include "relay/core/errors.hpp"
 
@@ -100,6 +101,10 @@ void KafkaPublisher::create() {
   rd_kafka_conf_set_log_cb(conf, [](const rd_kafka_t* rk, int level, const char* fac, const char* buf) {
     auto* self = static_cast<KafkaPublisher*>(rd_kafka_opaque(rk));
     auto lvl = level_of_syslog(level);
+    // librdkafka warns that enable.gapless.guarantee is experimental; the relay sets it on
+    // purpose (see create()), so that warning is not news to an operator.
+    if (std::string_view(fac) == "CONFWARN" && std::string_view(buf).find("enable.gapless.guarantee") != std::string_view::npos)
+      lvl = LogLevel::debug;
     if (self->logger_.enabled(lvl)) self->logger_.log(lvl, "librdkafka", {{"facility", fac}, {"message", buf}});
   });
   rd_kafka_t* rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof err);
