@@ -35,6 +35,7 @@ using std::chrono::milliseconds;
 MessageOptions message_options(const config::Config& c) {
   MessageOptions m;
   m.topic_template = c.kafka.topic_template;
+  m.row_topic_pattern = c.kafka.row_topic_pattern;
   m.id_header = c.message.id_header;
   m.event_type_header = c.message.event_type_header;
   return m;

@@ -20,6 +20,7 @@ struct KafkaConfig {
   std::string client_id = "outbox-relay";
   int delivery_timeout_ms = 30'000;
   std::string topic_template = "outbox.event.${aggregate_type}";
+  std::string row_topic_pattern;  // regex a row's own topic must match; empty: any valid name
   std::map<std::string, std::string> properties;  // raw librdkafka properties
 };
 

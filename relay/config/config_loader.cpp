@@ -65,6 +65,9 @@ const std::vector<Setting>& settings() {
               "(message.timeout.ms); the row is then retried, never marked."),
       text("kafka.topic_template", [](Config& c) -> std::string& { return c.kafka.topic_template; },
            "Topic for a row without its own topic. Placeholders: ${aggregate_type}, ${event_type}."),
+      text("kafka.row_topic_pattern", [](Config& c) -> std::string& { return c.kafka.row_topic_pattern; },
+           "Regular expression a row's own topic column must match in full (e.g. orders\\..*); a row "
+           "outside it is failed as a bad row. Empty: any valid topic name."),
       text("message.id_header", [](Config& c) -> std::string& { return c.message.id_header; },
            "Kafka header carrying the event id."),
       text("message.event_type_header", [](Config& c) -> std::string& { return c.message.event_type_header; },

@@ -59,6 +59,13 @@ MessageBuilder::MessageBuilder(MessageOptions options) : options_(std::move(opti
                           "\" contains characters Kafka does not allow in topic names "
                           "(allowed: a-z A-Z 0-9 . _ -)");
   }
+  if (!options_.row_topic_pattern.empty()) {
+    try {
+      row_topic_pattern_.emplace(options_.row_topic_pattern, std::regex::ECMAScript);
+    } catch (const std::regex_error& e) {
+      throw ConfigError("kafka.row_topic_pattern: not a valid regular expression (" + std::string(e.what()) + ")");
+    }
+  }
   if (options_.id_header.empty() || has_control_char(options_.id_header))
     throw ConfigError("message.id_header: must be a non-empty header name without control characters");
   if (has_control_char(options_.event_type_header))
@@ -69,6 +76,8 @@ std::variant<Message, BadRow> MessageBuilder::build(const OutboxEvent& e) const 
   Message m;
   if (e.topic && !e.topic->empty()) {
     m.topic = *e.topic;
+    if (row_topic_pattern_ && !std::regex_match(m.topic, *row_topic_pattern_))
+      return BadRow{"row topic \"" + m.topic + "\" is not allowed by kafka.row_topic_pattern"};
   } else {
     for (const auto& p : parts_) {
       if (p.literal)

@@ -3,6 +3,8 @@
 // header `id` = event id, the event type and the row's own headers as headers.
 #pragma once
 
+#include <optional>
+#include <regex>
 #include <string>
 #include <variant>
 #include <vector>
@@ -15,6 +17,8 @@ struct MessageOptions {
   std::string topic_template = "outbox.event.${aggregate_type}";
   std::string id_header = "id";
   std::string event_type_header = "eventType";  // empty: no event type header
+  // A row's own topic must match this (ECMAScript regex, whole name); empty: any valid name.
+  std::string row_topic_pattern;
   std::size_t max_headers = 64;
   std::size_t max_header_bytes = 16 * 1024;  // key + value, per header
 };
@@ -42,6 +46,7 @@ class MessageBuilder {
   };
   MessageOptions options_;
   std::vector<Part> parts_;
+  std::optional<std::regex> row_topic_pattern_;
 };
 
 // Kafka's rule for topic names: 1..249 of [a-zA-Z0-9._-], not "." or "..".

@@ -2,6 +2,7 @@
 #include <catch2/catch.hpp>
 
 #include <chrono>
+#include <cstdlib>
 
 #include "relay/core/errors.hpp"
 #include "relay/pg/pg_outbox_store.hpp"
@@ -183,4 +184,45 @@ TEST_CASE("producers send a wake-up hint only while the relay listens", "[pg][wa
   test::insert_events(url, 1, 1);
   CHECK_FALSE(wakeup.wait(300ms));
   CHECK(test::scalar(url, "SELECT count(*) FROM outbox_relay_wakeup WHERE listening") == 0);
+}
+
+TEST_CASE("the relay role from schema/roles/relay_role.sql can do the relay's work and nothing more", "[pg][security]") {
+  auto url = test::fresh_database();
+  // The script uses psql's \if, so it runs through psql, as an operator would run it.
+  std::string cmd = "psql -X -q -v ON_ERROR_STOP=1 -d \"" + url + "\" -f " OUTBOX_SOURCE_DIR "/schema/roles/relay_role.sql >/dev/null";
+  REQUIRE(std::system(cmd.c_str()) == 0);
+  REQUIRE(std::system(cmd.c_str()) == 0);  // re-runnable
+  test::insert_events(url, 3, 1);
+
+  auto params = parse_conninfo(url, "test");
+  params["user"] = "outbox_relay";
+  const std::string relay_url = render_conninfo(params);
+  auto store = store_for(relay_url);
+  store.verify_schema();
+  auto rows = store.fetch({10, std::nullopt, {}});
+  REQUIRE(rows.size() == 3);
+  std::vector<FailedAttempt> f{{rows[0].seq, "x", 1, 1000ms, false}};
+  store.record_failures(f);
+  std::vector<std::int64_t> seqs{rows[1].seq};
+  store.mark_published(seqs);
+  PgWakeup wakeup(harden_conninfo(relay_url, "outbox-relay-test", 10'000), "public");
+  wakeup.set_listening(true);
+
+  pqxx::connection c(relay_url);
+  auto denied = [&](const std::string& sql) {
+    try {
+      pqxx::work tx(c);
+      tx.exec(sql);
+      tx.commit();
+      return false;
+    } catch (const pqxx::insufficient_privilege&) {
+      return true;
+    }
+  };
+  CHECK(denied("DELETE FROM outbox_events"));
+  CHECK(denied("UPDATE outbox_events SET payload = NULL"));
+  CHECK(denied("INSERT INTO outbox_events (aggregate_type, aggregate_id, event_type) VALUES ('a','b','c')"));
+  CHECK(denied("SELECT * FROM consumer_inbox"));
+  CHECK(test::scalar(url, "SELECT count(*) FROM pg_roles WHERE rolname = 'outbox_relay' AND NOT rolsuper AND NOT "
+                          "rolcreatedb AND NOT rolcreaterole AND NOT rolreplication") == 1);
 }

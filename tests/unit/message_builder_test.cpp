@@ -82,3 +82,18 @@ TEST_CASE("topic names follow Kafka's rules", "[message]") {
   CHECK_FALSE(valid_topic_name(std::string(250, 'a')));
   CHECK_FALSE(valid_topic_name("a/b"));
 }
+
+TEST_CASE("a row's own topic must match kafka.row_topic_pattern when one is set", "[message]") {
+  MessageOptions o;
+  o.row_topic_pattern = R"(billing\..*)";
+  MessageBuilder b(o);
+  auto e = event();
+  e.topic = "billing.events";
+  CHECK(std::get<Message>(b.build(e)).topic == "billing.events");
+  e.topic = "payments.events";
+  CHECK_THAT(std::get<BadRow>(b.build(e)).reason, Catch::Contains("not allowed by kafka.row_topic_pattern"));
+  e.topic.reset();  // the template's topic is the operator's own choice, not checked
+  CHECK(std::holds_alternative<Message>(b.build(e)));
+  o.row_topic_pattern = "([";
+  CHECK_THROWS_WITH(MessageBuilder(o), Catch::Contains("kafka.row_topic_pattern"));
+}
