@@ -1,0 +1,326 @@
+#include "outbox/consumer_runner.hpp"
+
+#include <librdkafka/rdkafka.h>
+#include <pqxx/connection>
+#include <pqxx/except>
+
+#include <algorithm>
+#include <cctype>
+#include <cstdio>
+#include <thread>
+
+#include "outbox/inbox.hpp"
+
+namespace outbox {
+namespace {
+
+using std::chrono::milliseconds;
+
+std::uint64_t fnv1a(const std::string& s, std::uint64_t h) {
+  for (unsigned char c : s) {
+    h ^= c;
+    h *= 1099511628211ULL;
+  }
+  return h;
+}
+
+// Failures a retry can fix: the database went away, the commit outcome is unknown, or the
+// transaction lost a serialization or deadlock race. Never counted as attempts.
+bool transient(const std::exception& e) {
+  if (dynamic_cast<const pqxx::broken_connection*>(&e) || dynamic_cast<const pqxx::in_doubt_error*>(&e) ||
+      dynamic_cast<const pqxx::transaction_rollback*>(&e))
+    return true;
+  if (auto* sql = dynamic_cast<const pqxx::sql_error*>(&e)) {
+    const std::string state = sql->sqlstate();
+    return state.starts_with("08") || state.starts_with("40") || state.starts_with("53") ||
+           state.starts_with("57P") || state == "55P03";
+  }
+  return false;
+}
+
+}  // namespace
+
+std::string uuid_from_position(const std::string& topic, std::int32_t partition, std::int64_t offset) {
+  const std::string name = topic + "/" + std::to_string(partition) + "/" + std::to_string(offset);
+  std::uint64_t hi = fnv1a(name, 14695981039346656037ULL);
+  std::uint64_t lo = fnv1a(name, hi ^ 0x9e3779b97f4a7c15ULL);
+  hi = (hi & 0xffffffffffff0fffULL) | 0x0000000000008000ULL;  // version 8 (custom)
+  lo = (lo & 0x3fffffffffffffffULL) | 0x8000000000000000ULL;  // RFC 4122 variant
+  char buf[37];
+  std::snprintf(buf, sizeof buf, "%08llx-%04llx-%04llx-%04llx-%012llx", (unsigned long long)(hi >> 32),
+                (unsigned long long)((hi >> 16) & 0xffff), (unsigned long long)(hi & 0xffff),
+                (unsigned long long)(lo >> 48), (unsigned long long)(lo & 0xffffffffffffULL));
+  return buf;
+}
+
+bool looks_like_uuid(const std::string& s) {
+  if (s.size() != 36) return false;
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    if (i == 8 || i == 13 || i == 18 || i == 23) {
+      if (s[i] != '-') return false;
+    } else if (!std::isxdigit(static_cast<unsigned char>(s[i]))) {
+      return false;
+    }
+  }
+  return true;
+}
+
+struct ConsumerRunner::Impl {
+  ConsumerOptions options;
+  Handler handler;
+  Inbox inbox;
+  ConsumerStats stats;
+  rd_kafka_t* consumer = nullptr;
+  rd_kafka_t* dlq = nullptr;  // created on first dead letter
+  std::unique_ptr<pqxx::connection> db;
+  int dlq_outstanding = 0;
+  rd_kafka_resp_err_t dlq_error = RD_KAFKA_RESP_ERR_NO_ERROR;
+
+  Impl(ConsumerOptions o, Handler h)
+      : options(std::move(o)),
+        handler(std::move(h)),
+        inbox(options.consumer_name.empty() ? options.group_id : options.consumer_name, options.schema) {}
+
+  ~Impl() {
+    if (consumer != nullptr) rd_kafka_destroy(consumer);
+    if (dlq != nullptr) {
+      rd_kafka_flush(dlq, 5000);
+      rd_kafka_destroy(dlq);
+    }
+  }
+
+  void log(const std::string& line) const {
+    if (options.log) options.log(line);
+  }
+
+  static rd_kafka_conf_t* base_conf(const std::string& brokers) {
+    rd_kafka_conf_t* conf = rd_kafka_conf_new();
+    char err[512];
+    rd_kafka_conf_set(conf, "bootstrap.servers", brokers.c_str(), err, sizeof err);
+    rd_kafka_conf_set(conf, "socket.nagle.disable", "true", err, sizeof err);
+    return conf;
+  }
+
+  static void set(rd_kafka_conf_t* conf, const std::string& k, const std::string& v) {
+    char err[512];
+    if (rd_kafka_conf_set(conf, k.c_str(), v.c_str(), err, sizeof err) != RD_KAFKA_CONF_OK) {
+      rd_kafka_conf_destroy(conf);
+      throw std::invalid_argument("kafka property " + k + ": " + err);
+    }
+  }
+
+  // Revoke: commit what was settled (offsets are stored only after a database commit), then
+  // let the partitions go. Nothing whose transaction did not commit is ever committed.
+  static void on_rebalance(rd_kafka_t* rk, rd_kafka_resp_err_t err, rd_kafka_topic_partition_list_t* parts, void* opaque) {
+    auto* self = static_cast<Impl*>(opaque);
+    if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+      rd_kafka_assign(rk, parts);
+    } else {
+      rd_kafka_commit(rk, nullptr, 0);  // synchronous; NO_OFFSET when nothing is stored
+      rd_kafka_assign(rk, nullptr);
+      self->log("partitions revoked; settled offsets committed");
+    }
+  }
+
+  static void on_dlq_delivery(rd_kafka_t*, const rd_kafka_message_t* m, void* opaque) {
+    auto* self = static_cast<Impl*>(opaque);
+    if (m->err != RD_KAFKA_RESP_ERR_NO_ERROR) self->dlq_error = m->err;
+    --self->dlq_outstanding;
+  }
+
+  void create_consumer() {
+    rd_kafka_conf_t* conf = base_conf(options.brokers);
+    set(conf, "group.id", options.group_id);
+    set(conf, "enable.auto.commit", "true");
+    set(conf, "enable.auto.offset.store", "false");  // stored by hand, after the commit
+    set(conf, "auto.commit.interval.ms", std::to_string(options.commit_interval.count()));
+    set(conf, "auto.offset.reset", "earliest");
+    set(conf, "enable.partition.eof", "false");
+    for (const auto& [k, v] : options.kafka_properties) set(conf, k, v);
+    rd_kafka_conf_set_opaque(conf, this);
+    rd_kafka_conf_set_rebalance_cb(conf, &Impl::on_rebalance);
+    char err[512];
+    consumer = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof err);
+    if (consumer == nullptr) throw std::invalid_argument(std::string("kafka consumer: ") + err);
+    rd_kafka_poll_set_consumer(consumer);
+    auto* topics = rd_kafka_topic_partition_list_new(static_cast<int>(options.topics.size()));
+    for (const auto& t : options.topics) rd_kafka_topic_partition_list_add(topics, t.c_str(), RD_KAFKA_PARTITION_UA);
+    auto e = rd_kafka_subscribe(consumer, topics);
+    rd_kafka_topic_partition_list_destroy(topics);
+    if (e != RD_KAFKA_RESP_ERR_NO_ERROR) throw std::invalid_argument(std::string("subscribe: ") + rd_kafka_err2str(e));
+  }
+
+  pqxx::connection& connection() {
+    if (!db || !db->is_open()) db = std::make_unique<pqxx::connection>(options.database_url);
+    return *db;
+  }
+
+  // Waits `d` in slices so a stop request is noticed; false when stopping.
+  static bool wait(milliseconds d, const std::atomic<bool>& stop) {
+    for (auto until = std::chrono::steady_clock::now() + d; std::chrono::steady_clock::now() < until;) {
+      if (stop) return false;
+      std::this_thread::sleep_for(std::min(milliseconds(50), d));
+    }
+    return !stop;
+  }
+
+  milliseconds backoff(int n) const {
+    auto d = options.retry_initial;
+    for (int i = 1; i < n && d < options.retry_max; ++i) d *= 2;
+    return std::min(d, options.retry_max);
+  }
+
+  // Publishes the message to the dead-letter topic with the error and its origin, and waits
+  // for the broker. False when stopping before that succeeded (then nothing is committed).
+  bool dead_letter(const ConsumedEvent& ev, const std::string& reason, const std::atomic<bool>& stop) {
+    if (dlq == nullptr) {
+      rd_kafka_conf_t* conf = base_conf(options.brokers);
+      set(conf, "enable.idempotence", "true");
+      set(conf, "acks", "all");
+      for (const auto& [k, v] : options.kafka_properties)
+        if (k.starts_with("security.") || k.starts_with("sasl.") || k.starts_with("ssl.")) set(conf, k, v);
+      rd_kafka_conf_set_opaque(conf, this);
+      rd_kafka_conf_set_dr_msg_cb(conf, &Impl::on_dlq_delivery);
+      char err[512];
+      dlq = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof err);
+      if (dlq == nullptr) throw std::runtime_error(std::string("dead-letter producer: ") + err);
+    }
+    const std::string topic = options.dead_letter_topic.empty() ? ev.topic + ".dlq" : options.dead_letter_topic;
+    for (int attempt = 1;; ++attempt) {
+      rd_kafka_headers_t* h = rd_kafka_headers_new(ev.headers.size() + 6);
+      auto add = [h](const std::string& k, const std::string& v) {
+        rd_kafka_header_add(h, k.data(), static_cast<ssize_t>(k.size()), v.data(), static_cast<ssize_t>(v.size()));
+      };
+      for (const auto& [k, v] : ev.headers) add(k, v);
+      add("dlq.error", reason);
+      add("dlq.topic", ev.topic);
+      add("dlq.partition", std::to_string(ev.partition));
+      add("dlq.offset", std::to_string(ev.offset));
+      add("dlq.event_id", ev.event_id);
+      add("dlq.consumer", inbox.consumer());
+      dlq_error = RD_KAFKA_RESP_ERR_NO_ERROR;
+      auto e = rd_kafka_producev(dlq, RD_KAFKA_V_TOPIC(topic.c_str()), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                                 RD_KAFKA_V_KEY(ev.key.data(), ev.key.size()),
+                                 RD_KAFKA_V_VALUE(const_cast<char*>(ev.value.data()), ev.value.size()),
+                                 RD_KAFKA_V_HEADERS(h), RD_KAFKA_V_END);
+      if (e == RD_KAFKA_RESP_ERR_NO_ERROR) {
+        ++dlq_outstanding;
+        while (dlq_outstanding > 0) rd_kafka_poll(dlq, 100);
+        if (dlq_error == RD_KAFKA_RESP_ERR_NO_ERROR) {
+          ++stats.dead_lettered;
+          log("dead-lettered " + ev.topic + "/" + std::to_string(ev.partition) + "@" + std::to_string(ev.offset) +
+              " to " + topic + ": " + reason);
+          return true;
+        }
+        e = dlq_error;
+      } else {
+        rd_kafka_headers_destroy(h);
+      }
+      log("dead-letter publish failed (" + std::string(rd_kafka_err2str(e)) + "); retrying");
+      if (!wait(backoff(attempt), stop)) return false;
+    }
+  }
+
+  ConsumedEvent to_event(const rd_kafka_message_t* m) const {
+    ConsumedEvent ev;
+    ev.topic = rd_kafka_topic_name(m->rkt);
+    ev.partition = m->partition;
+    ev.offset = m->offset;
+    if (m->key != nullptr) ev.key.assign(static_cast<const char*>(m->key), m->key_len);
+    if (m->payload != nullptr) ev.value.assign(static_cast<const char*>(m->payload), m->len);
+    rd_kafka_headers_t* hdrs = nullptr;
+    if (rd_kafka_message_headers(m, &hdrs) == RD_KAFKA_RESP_ERR_NO_ERROR) {
+      const char* name = nullptr;
+      const void* value = nullptr;
+      size_t size = 0;
+      for (size_t i = 0; rd_kafka_header_get_all(hdrs, i, &name, &value, &size) == RD_KAFKA_RESP_ERR_NO_ERROR; ++i)
+        ev.headers.emplace_back(name, value != nullptr ? std::string(static_cast<const char*>(value), size) : "");
+    }
+    for (const auto& [k, v] : ev.headers)
+      if (k == options.event_id_header) ev.event_id = v;
+    return ev;
+  }
+
+  // Settles one message: processed, duplicate or dead-lettered (true), or interrupted by a
+  // stop while retrying (false: its offset is not stored, it will be redelivered).
+  bool settle(ConsumedEvent& ev, const std::atomic<bool>& stop) {
+    if (ev.event_id.empty()) {
+      if (options.missing_id == MissingIdPolicy::dead_letter)
+        return dead_letter(ev, "no " + options.event_id_header + " header", stop);
+      ev.event_id = uuid_from_position(ev.topic, ev.partition, ev.offset);
+    }
+    if (!looks_like_uuid(ev.event_id)) return dead_letter(ev, "event id \"" + ev.event_id + "\" is not a UUID", stop);
+    int failures = 0;
+    int transients = 0;
+    for (;;) {
+      if (stop) return false;
+      try {
+        auto outcome = inbox.process(connection(), ev.event_id, [&](pqxx::work& tx) { handler(tx, ev); });
+        if (outcome == InboxOutcome::processed)
+          ++stats.processed;
+        else
+          ++stats.duplicates;
+        return true;
+      } catch (const PermanentError& e) {
+        ++stats.handler_failures;
+        return dead_letter(ev, e.what(), stop);
+      } catch (const std::exception& e) {
+        if (transient(e)) {
+          ++stats.transient_retries;
+          if (dynamic_cast<const pqxx::broken_connection*>(&e) || dynamic_cast<const pqxx::in_doubt_error*>(&e)) db.reset();
+          log(std::string("transient failure, retrying: ") + e.what());
+          if (!wait(backoff(++transients), stop)) return false;
+          continue;
+        }
+        ++stats.handler_failures;
+        if (++failures >= options.max_attempts)
+          return dead_letter(ev, "failed " + std::to_string(failures) + " times, last: " + e.what(), stop);
+        log(std::string("handler failed, retrying: ") + e.what());
+        if (!wait(backoff(failures), stop)) return false;
+      }
+    }
+  }
+
+  void run(const std::atomic<bool>& stop) {
+    if (consumer == nullptr) create_consumer();
+    while (!stop) {
+      rd_kafka_message_t* m = rd_kafka_consumer_poll(consumer, 100);
+      if (m == nullptr) continue;
+      if (m->err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        log(std::string("consumer: ") + rd_kafka_message_errstr(m));
+        rd_kafka_message_destroy(m);
+        continue;
+      }
+      ConsumedEvent ev = to_event(m);
+      if (settle(ev, stop)) {
+        // Stored for the next (auto or final) commit only now that the transaction committed.
+        auto* list = rd_kafka_topic_partition_list_new(1);
+        rd_kafka_topic_partition_list_add(list, ev.topic.c_str(), ev.partition)->offset = ev.offset + 1;
+        rd_kafka_offsets_store(consumer, list);
+        rd_kafka_topic_partition_list_destroy(list);
+      }
+      rd_kafka_message_destroy(m);
+    }
+    rd_kafka_commit(consumer, nullptr, 0);
+    rd_kafka_consumer_close(consumer);
+    rd_kafka_destroy(consumer);
+    consumer = nullptr;
+  }
+};
+
+ConsumerRunner::ConsumerRunner(ConsumerOptions options, Handler handler) {
+  if (options.brokers.empty()) throw std::invalid_argument("consumer: brokers must be set");
+  if (options.group_id.empty()) throw std::invalid_argument("consumer: group_id must be set");
+  if (options.topics.empty()) throw std::invalid_argument("consumer: at least one topic is needed");
+  if (options.max_attempts < 1) throw std::invalid_argument("consumer: max_attempts must be at least 1");
+  if (!handler) throw std::invalid_argument("consumer: a handler is needed");
+  impl_ = std::make_unique<Impl>(std::move(options), std::move(handler));
+}
+
+ConsumerRunner::~ConsumerRunner() = default;
+
+void ConsumerRunner::run(const std::atomic<bool>& stop) { impl_->run(stop); }
+
+const ConsumerStats& ConsumerRunner::stats() const { return impl_->stats; }
+
+}  // namespace outbox
