@@ -169,7 +169,7 @@ int run_relay(const config::Config& c, Logger& logger) {
       break;
     } catch (const TransientError& e) {
       auto wait = connect_backoff.delay(attempt);
-      logger.log(LogLevel::warn, "database_unavailable",
+      logger.log(LogLevel::warn, "waiting_to_start",
                  {{"error", pg::redact_conninfo(e.what())}, {"retry_in_ms", std::to_string(wait.count())}});
       for (auto until = clock.now() + wait; !stop && clock.now() < until;)
         std::this_thread::sleep_for(milliseconds(50));

@@ -98,11 +98,17 @@ PgOutboxStore::~PgOutboxStore() = default;
 
 void PgOutboxStore::reset() { conn_.reset(); }
 
-pqxx::connection_base& PgOutboxStore::connection() {
-  if (conn_ && conn_->is_open()) return *conn_;
+struct PgOutboxStore::Session {
+  explicit Session(const std::string& conninfo) : conn(conninfo) {}
+  pqxx::connection conn;
+};
+
+PgOutboxStore::Session& PgOutboxStore::session() {
+  if (conn_ && conn_->conn.is_open()) return *conn_;
   conn_.reset();
   try {
-    auto c = std::make_unique<pqxx::connection>(options_.conninfo);
+    auto session = std::make_unique<Session>(options_.conninfo);
+    pqxx::connection* c = &session->conn;
     const std::string table = quoted_identifier(options_.schema, "database.schema") + ".outbox_events";
     c->prepare(kFetch, fetch_sql(table, false));
     c->prepare(kFetchExcluding, fetch_sql(table, true));
@@ -117,7 +123,19 @@ pqxx::connection_base& PgOutboxStore::connection() {
                    "next_attempt_at = CASE WHEN $5 THEN NULL ELSE now() + $4 * interval '1 millisecond' END, "
                    "dead_lettered_at = CASE WHEN $5 THEN now() ELSE NULL END "
                    "WHERE seq = $1 AND published_at IS NULL");
-    conn_ = std::move(c);
+    // One publisher per outbox: a session-level advisory lock, held by the same session that
+    // writes the marks. A second relay stands by until this session ends (a killed relay's
+    // backend exits at once); if this connection dies, its marks cannot land either.
+    {
+      pqxx::nontransaction tx(*c);
+      auto r = tx.exec_params("SELECT pg_try_advisory_lock(hashtext('outbox-relay'), hashtext($1))", options_.schema);
+      if (!r[0][0].as<bool>())
+        throw TransientError("another relay instance publishes this outbox (" + options_.schema +
+                             ".outbox_events); standing by until its session ends");
+    }
+    conn_ = std::move(session);
+  } catch (const TransientError&) {
+    throw;
   } catch (...) {
     rethrow_translated("connecting to PostgreSQL");
   }
@@ -125,7 +143,7 @@ pqxx::connection_base& PgOutboxStore::connection() {
 }
 
 void PgOutboxStore::verify_schema() {
-  auto& c = connection();
+  auto& c = session().conn;
   try {
     pqxx::nontransaction tx(c);
     auto r = tx.exec_params(
@@ -151,7 +169,7 @@ void PgOutboxStore::verify_schema() {
 }
 
 std::vector<OutboxEvent> PgOutboxStore::fetch(const FetchRequest& request) {
-  auto& c = connection();
+  auto& c = session().conn;
   std::vector<OutboxEvent> events;
   try {
     pqxx::nontransaction tx(c);
@@ -193,7 +211,7 @@ std::vector<OutboxEvent> PgOutboxStore::fetch(const FetchRequest& request) {
 
 void PgOutboxStore::mark_published(std::span<const std::int64_t> seqs) {
   if (seqs.empty()) return;
-  auto& c = connection();
+  auto& c = session().conn;
   try {
     pqxx::nontransaction tx(c);
     tx.exec_prepared(kMark, bigint_array_literal(seqs));
@@ -205,7 +223,7 @@ void PgOutboxStore::mark_published(std::span<const std::int64_t> seqs) {
 
 void PgOutboxStore::record_failures(std::span<const FailedAttempt> failures) {
   if (failures.empty()) return;
-  auto& c = connection();
+  auto& c = session().conn;
   try {
     pqxx::work tx(c);
     for (const auto& f : failures) {

@@ -7,10 +7,6 @@
 
 #include "relay/core/outbox_store.hpp"
 
-namespace pqxx {
-class connection_base;
-}
-
 namespace outbox::relay::pg {
 
 enum class MarkMode { update, remove };
@@ -36,11 +32,12 @@ class PgOutboxStore final : public OutboxStore {
   void verify_schema();
 
  private:
-  pqxx::connection_base& connection();
+  struct Session;  // owns the pqxx::connection (concrete type: connection_base's destructor is not virtual)
+  Session& session();  // connects (and, for the store, takes the lock) when needed
   void reset();
 
   PgStoreOptions options_;
-  std::unique_ptr<pqxx::connection_base> conn_;
+  std::unique_ptr<Session> conn_;
 };
 
 // Quotes a schema or table name after checking it is a plain identifier; throws ConfigError.

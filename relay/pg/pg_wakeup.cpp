@@ -26,14 +26,19 @@ void PgWakeup::reset() {
   conn_.reset();
 }
 
-pqxx::connection_base& PgWakeup::connection() {
-  if (conn_ && conn_->is_open()) return *conn_;
+struct PgWakeup::Session {
+  explicit Session(const std::string& conninfo) : conn(conninfo) {}
+  pqxx::connection conn;
+};
+
+PgWakeup::Session& PgWakeup::session() {
+  if (conn_ && conn_->conn.is_open()) return *conn_;
   reset();
   try {
-    conn_ = std::make_unique<pqxx::connection>(conninfo_);
+    conn_ = std::make_unique<Session>(conninfo_);
     // A fresh LISTEN after every reconnect: hints sent meanwhile are lost, which is why the
     // runner also polls.
-    listener_ = std::make_unique<Listener>(*conn_, notified_);
+    listener_ = std::make_unique<Listener>(conn_->conn, notified_);
   } catch (...) {
     reset();
     rethrow_translated("connecting the wake-up listener");
@@ -42,7 +47,7 @@ pqxx::connection_base& PgWakeup::connection() {
 }
 
 void PgWakeup::set_listening(bool listening) {
-  auto& c = connection();
+  auto& c = session().conn;
   try {
     pqxx::nontransaction tx(c);
     tx.exec_params("UPDATE " + table_ +
@@ -56,7 +61,7 @@ void PgWakeup::set_listening(bool listening) {
 
 bool PgWakeup::wait(std::chrono::milliseconds timeout) {
   try {
-    auto& c = connection();
+    auto& c = session().conn;
     notified_ = false;
     c.get_notifs();  // hints that arrived while we were busy
     if (!notified_) {

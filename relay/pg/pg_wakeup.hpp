@@ -7,10 +7,6 @@
 
 #include "relay/core/wakeup.hpp"
 
-namespace pqxx {
-class connection_base;
-}
-
 namespace outbox::relay::pg {
 
 class PgWakeup final : public Wakeup {
@@ -23,12 +19,13 @@ class PgWakeup final : public Wakeup {
 
  private:
   struct Listener;
-  pqxx::connection_base& connection();
+  struct Session;  // owns the pqxx::connection (concrete type: connection_base's destructor is not virtual)
+  Session& session();  // connects (and, for the store, takes the lock) when needed
   void reset();
 
   std::string conninfo_;
   std::string table_;
-  std::unique_ptr<pqxx::connection_base> conn_;
+  std::unique_ptr<Session> conn_;
   std::unique_ptr<Listener> listener_;
   bool notified_ = false;
 };

@@ -151,7 +151,7 @@ TEST_CASE("a bad config exits 78 naming the key; the password never reaches the 
                               {"OUTBOX_RELAY_DATABASE_URL", "postgresql://relay:hunter2@127.0.0.1:1/x"}},
                              temp_log("unreachable"));
   auto until = std::chrono::steady_clock::now() + 20s;
-  while (waiting.output().find("database_unavailable") == std::string::npos && std::chrono::steady_clock::now() < until)
+  while (waiting.output().find("waiting_to_start") == std::string::npos && std::chrono::steady_clock::now() < until)
     std::this_thread::sleep_for(50ms);
   waiting.signal(SIGTERM);
   CHECK(waiting.wait(10s) == std::optional<int>(0));

@@ -3,6 +3,7 @@
 
 #include <chrono>
 #include <cstdlib>
+#include <thread>
 
 #include "relay/core/errors.hpp"
 #include "relay/pg/pg_outbox_store.hpp"
@@ -225,4 +226,23 @@ TEST_CASE("the relay role from schema/roles/relay_role.sql can do the relay's wo
   CHECK(denied("SELECT * FROM consumer_inbox"));
   CHECK(test::scalar(url, "SELECT count(*) FROM pg_roles WHERE rolname = 'outbox_relay' AND NOT rolsuper AND NOT "
                           "rolcreatedb AND NOT rolcreaterole AND NOT rolreplication") == 1);
+}
+
+TEST_CASE("a second relay on the same outbox stands by until the first one's session ends", "[pg][store]") {
+  auto url = test::fresh_database();
+  test::insert_events(url, 2, 1);
+  auto first = std::make_unique<PgOutboxStore>(PgStoreOptions{harden_conninfo(url, "outbox-relay-test", 10'000), "public", MarkMode::update});
+  CHECK(first->fetch({10, std::nullopt, {}}).size() == 2);
+  auto second = store_for(url);
+  CHECK_THROWS_WITH(second.fetch({10, std::nullopt, {}}), Catch::Contains("another relay instance"));
+  first.reset();  // its session ends; its backend releases the lock as it exits
+  std::size_t fetched = 0;
+  for (auto until = std::chrono::steady_clock::now() + 10s; fetched == 0 && std::chrono::steady_clock::now() < until;) {
+    try {
+      fetched = second.fetch({10, std::nullopt, {}}).size();
+    } catch (const TransientError&) {
+      std::this_thread::sleep_for(20ms);  // the standby's retry, compressed
+    }
+  }
+  CHECK(fetched == 2);
 }
