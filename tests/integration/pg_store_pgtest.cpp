@@ -114,7 +114,7 @@ TEST_CASE("a row that commits after later rows is still returned by the next hea
   CHECK(second[0].seq < first[0].seq);
 }
 
-TEST_CASE("marking is idempotent; update mode keeps the row, delete mode removes it", "[pg][store]") {
+TEST_CASE("marking is idempotent: update mode keeps the row, delete mode removes it", "[pg][store]") {
   auto url = test::fresh_database();
   test::insert_events(url, 4, 2);
   SECTION("update") {

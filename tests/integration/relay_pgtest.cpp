@@ -99,7 +99,7 @@ TEST_CASE("marks nothing while the broker is down and catches up when it returns
   CHECK(test::scalar(w.url, "SELECT count(*) FROM outbox_events WHERE published_at IS NULL") == 0);
 }
 
-TEST_CASE("a message larger than the producer allows fails permanently; other aggregates flow", "[relay][kafka]") {
+TEST_CASE("a message larger than the producer allows fails permanently and other aggregates flow", "[relay][kafka]") {
   Wired w(std::map<std::string, std::string>{{"message.max.bytes", "10000"}});
   test::insert_events(w.url, 10, 5);
   {

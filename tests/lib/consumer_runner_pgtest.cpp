@@ -97,7 +97,7 @@ bool run_until(ConsumerRunner& runner, const std::function<bool(const ConsumerSt
 
 }  // namespace
 
-TEST_CASE("each event's effect happens once; redelivered ids are skipped; offsets survive a restart", "[consumer]") {
+TEST_CASE("each event's effect happens once, redelivered ids are skipped and offsets survive a restart", "[consumer]") {
   Rig rig;
   produce(rig.kafka.bootstrap(), rig.topic,
           {{"alice", "10", event_id(1)}, {"bob", "5", event_id(2)}, {"alice", "7", event_id(3)},

@@ -24,7 +24,7 @@ void make_effects_table(const std::string& url) {
 }
 }  // namespace
 
-TEST_CASE("a new event runs the handler and records it; a redelivery is skipped", "[inbox]") {
+TEST_CASE("a new event runs the handler and records it and a redelivery is skipped", "[inbox]") {
   auto url = test::fresh_database();
   make_effects_table(url);
   Inbox inbox("billing");
