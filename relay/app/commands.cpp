@@ -12,7 +12,10 @@
 #include <thread>
 
 #include "relay/config/config_loader.hpp"
+#include "relay/app/metrics_page.hpp"
 #include "relay/app/polling_wakeup.hpp"
+#include "relay/http/http_server.hpp"
+#include "relay/pg/pg_status.hpp"
 #include "relay/core/errors.hpp"
 #include "relay/core/message_builder.hpp"
 #include "relay/core/relay.hpp"
@@ -64,6 +67,11 @@ class Lifecycle {
  public:
   explicit Lifecycle(Logger& logger) : logger_(logger), signals_(io_, SIGINT, SIGTERM), timer_(io_) {}
 
+  // Serves /healthz, /readyz and /metrics on the same loop. Throws ConfigError on a bad address.
+  void serve_http(const std::string& listen, http::HttpHandler handler) {
+    if (!listen.empty()) http_ = std::make_unique<http::HttpServer>(io_, listen, std::move(handler));
+  }
+
   void start(const RelayStats& stats, milliseconds report_every) {
     signals_.async_wait([this](const boost::system::error_code& ec, int signo) {
       if (ec) return;
@@ -104,6 +112,7 @@ class Lifecycle {
   boost::asio::io_context io_;
   boost::asio::signal_set signals_;
   boost::asio::steady_timer timer_;
+  std::unique_ptr<http::HttpServer> http_;
   std::thread thread_;
   std::atomic<bool> stop_{false};
 };
@@ -155,6 +164,32 @@ int run_relay(const config::Config& c, Logger& logger) {
 
   RelayStats stats;
   Lifecycle lifecycle(logger);
+  // Ready while steps reach the database and the broker; a standby relay is alive, not ready.
+  const auto ready_window = std::max(milliseconds(10'000), 3 * milliseconds(c.relay.poll_interval_ms));
+  auto ready = [&stats, ready_window] {
+    auto age = std::chrono::steady_clock::now().time_since_epoch() - std::chrono::nanoseconds(stats.last_ok_steady_ns.load());
+    return stats.last_step_ok.load() && age < ready_window;
+  };
+  // The status query runs on its own session, named apart and with a short timeout.
+  auto status_params = pg::parse_conninfo(conninfo, "database.url");
+  status_params["application_name"] = c.database.application_name + "-status";
+  status_params["options"] = "-c statement_timeout=5000";
+  pg::PgStatus status_reader(pg::render_conninfo(status_params), c.database.schema);
+  lifecycle.serve_http(c.http.listen, [&](const std::string& path) -> http::HttpResponse {
+    if (path == "/healthz") return {200, "text/plain; charset=utf-8", "ok\n"};
+    if (path == "/readyz")
+      return ready() ? http::HttpResponse{200, "text/plain; charset=utf-8", "ready\n"}
+                     : http::HttpResponse{503, "text/plain; charset=utf-8", "not ready: the last step did not reach the database and the broker\n"};
+    if (path == "/metrics") {
+      std::optional<pg::OutboxStatus> s;
+      try {
+        s = status_reader.read();
+      } catch (const std::exception&) {
+      }
+      return {200, "text/plain; version=0.0.4; charset=utf-8", render_metrics(stats, s, ready())};
+    }
+    return {404, "text/plain; charset=utf-8", "not found: try /healthz, /readyz or /metrics\n"};
+  });
   lifecycle.start(stats, std::chrono::seconds(10));
   auto& stop = lifecycle.stop_flag();
 

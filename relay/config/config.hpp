@@ -42,6 +42,10 @@ struct RelaySettings {
   int shutdown_timeout_ms = 30'000;
 };
 
+struct HttpConfig {
+  std::string listen = "127.0.0.1:9464";  // host:port for /healthz, /readyz, /metrics; empty: off
+};
+
 struct LogConfig {
   std::string level = "info";  // debug | info | warn | error
   std::string format = "json"; // json | text
@@ -52,6 +56,7 @@ struct Config {
   KafkaConfig kafka;
   MessageConfig message;
   RelaySettings relay;
+  HttpConfig http;
   LogConfig log;
 };
 

@@ -96,6 +96,9 @@ const std::vector<Setting>& settings() {
               "Longest delay between attempts of a failing row."),
       integer("relay.shutdown_timeout_ms", [](Config& c) -> int& { return c.relay.shutdown_timeout_ms; }, 0,
               3'600'000, "On SIGTERM, how long to keep trying to mark acknowledged rows."),
+      text("http.listen", [](Config& c) -> std::string& { return c.http.listen; },
+           "host:port serving /healthz (alive), /readyz (database and broker reached recently) and "
+           "/metrics (Prometheus). Loopback by default; 0.0.0.0:9464 in a container. Empty: no HTTP."),
       choice("log.level", [](Config& c) -> std::string& { return c.log.level; }, {"debug", "info", "warn", "error"},
              "Lowest level written."),
       choice("log.format", [](Config& c) -> std::string& { return c.log.format; }, {"json", "text"},

@@ -125,6 +125,8 @@ StepResult Relay::step() {
     if (failed || !full || !options_.pipeline) result.published += write_settlement();
     if (transient) return transient_failure("broker did not acknowledge some events; retrying");
     consecutive_transient_ = 0;
+    stats_.last_step_ok = true;
+    stats_.last_ok_steady_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(now.time_since_epoch()).count();
     result.kind = full ? StepKind::busy : StepKind::idle;
     return result;
   } catch (const TransientError& e) {
@@ -250,6 +252,7 @@ std::size_t Relay::write_settlement() {
 
 StepResult Relay::transient_failure(const std::string& what) {
   ++stats_.transient_errors_total;
+  stats_.last_step_ok = false;
   ++consecutive_transient_;
   next_rescan_ = clock_.now();  // the next step starts from the head
   StepResult r;

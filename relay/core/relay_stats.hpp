@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <cstddef>
 
 namespace outbox::relay {
 
@@ -22,6 +23,11 @@ struct RelayStats {
 #define OUTBOX_RELAY_DECLARE(name, help) std::atomic<std::uint64_t> name{0};
   OUTBOX_RELAY_CORE_STATS(OUTBOX_RELAY_DECLARE)
 #undef OUTBOX_RELAY_DECLARE
+
+  // Readiness: whether the last step reached both the database and the broker, and when
+  // (the relay's monotonic clock, nanoseconds since its epoch) a step last did.
+  std::atomic<bool> last_step_ok{false};
+  std::atomic<std::int64_t> last_ok_steady_ns{0};
 };
 
 }  // namespace outbox::relay

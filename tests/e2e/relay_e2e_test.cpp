@@ -11,8 +11,11 @@
 #include <set>
 
 #include "tests/e2e/child_process.hpp"
+#include "tests/e2e/http_get.hpp"
 #include "tests/integration/pg_fixture.hpp"
 #include "tests/support/mock_kafka.hpp"
+
+#include <librdkafka/rdkafka_mock.h>
 
 using namespace outbox;
 using namespace std::chrono_literals;
@@ -85,7 +88,7 @@ Verdict verify(const std::string& url, const std::vector<test::ConsumedMessage>&
 
 }  // namespace
 
-TEST_CASE("10,000 events over 100 aggregates all arrive in order per aggregate; SIGTERM exits 0", "[e2e]") {
+TEST_CASE("10,000 events over 100 aggregates all arrive in order per aggregate and SIGTERM exits 0", "[e2e]") {
   auto url = test::fresh_database();
   test::MockKafka kafka(1);
   test::TopicReader reader(kafka.bootstrap(), "outbox.event.order");
@@ -136,7 +139,7 @@ TEST_CASE("SIGKILL in the middle of a drain, then a restart: no event is missing
               killed_with_unpublished, v.duplicates);
 }
 
-TEST_CASE("a bad config exits 78 naming the key; the password never reaches the output", "[e2e]") {
+TEST_CASE("a bad config exits 78 naming the key and the password never reaches the output", "[e2e]") {
   test::ChildProcess bad(kRelay, {"run", "--set", "relay.batch_size=0"},
                          {{"OUTBOX_RELAY_KAFKA_BROKERS", "127.0.0.1:1"},
                           {"OUTBOX_RELAY_DATABASE_URL", "postgresql://relay:hunter2@127.0.0.1:1/x"}},
@@ -156,4 +159,57 @@ TEST_CASE("a bad config exits 78 naming the key; the password never reaches the 
   waiting.signal(SIGTERM);
   CHECK(waiting.wait(10s) == std::optional<int>(0));
   CHECK_THAT(waiting.output(), !Catch::Contains("hunter2"));
+}
+
+TEST_CASE("/healthz, /readyz and /metrics tell an operator what the relay is doing", "[e2e][http]") {
+  auto url = test::fresh_database();
+  test::MockKafka kafka(1);
+  const int port = test::free_loopback_port();
+  auto env = relay_env(url, kafka.bootstrap());
+  env["OUTBOX_RELAY_HTTP_LISTEN"] = "127.0.0.1:" + std::to_string(port);
+  env["OUTBOX_RELAY_KAFKA_DELIVERY_TIMEOUT_MS"] = "2000";
+  test::insert_events(url, 500, 10);
+  test::ChildProcess relay(kRelay, {"run"}, env, temp_log("http"));
+  auto eventually = [](auto done, std::chrono::seconds deadline) {
+    for (auto until = std::chrono::steady_clock::now() + deadline; std::chrono::steady_clock::now() < until;) {
+      if (done()) return true;
+      std::this_thread::sleep_for(50ms);  // polling the endpoint
+    }
+    return done();
+  };
+  auto metric = [&](const std::string& name) -> double {
+    auto body = test::http_get(port, "/metrics").body;
+    auto at = body.find("\n" + name + " ");
+    return at == std::string::npos ? -1 : std::stod(body.substr(at + name.size() + 2));
+  };
+
+  REQUIRE(eventually([&] { return unpublished(url) == 0; }, 60s));
+  CHECK(test::http_get(port, "/healthz").status == 200);
+  CHECK(eventually([&] { return test::http_get(port, "/readyz").status == 200; }, 20s));
+  CHECK(metric("outbox_relay_published_total") == 500);
+  CHECK(metric("outbox_relay_backlog_events") == 0);
+  CHECK(metric("outbox_relay_oldest_unpublished_age_seconds") == 0);
+  CHECK(metric("outbox_relay_database_up") == 1);
+  CHECK(test::http_get(port, "/nope").status == 404);
+
+  // The broker goes away: nothing is marked, the relay says it is not ready, lag grows.
+  rd_kafka_mock_broker_set_down(kafka.cluster(), 1);
+  test::insert_events(url, 10, 2);
+  CHECK(eventually([&] { return test::http_get(port, "/readyz").status == 503; }, 30s));
+  CHECK(test::http_get(port, "/healthz").status == 200);
+  CHECK(metric("outbox_relay_backlog_events") == 10);
+  CHECK(eventually([&] { return metric("outbox_relay_oldest_unpublished_age_seconds") > 0; }, 10s));
+  CHECK(metric("outbox_relay_transient_errors_total") >= 1);
+
+  // It comes back: the relay catches up and is ready again.
+  rd_kafka_mock_broker_set_up(kafka.cluster(), 1);
+  CHECK(eventually([&] { return unpublished(url) == 0 && test::http_get(port, "/readyz").status == 200; }, 60s));
+  CHECK(metric("outbox_relay_backlog_events") == 0);
+  CHECK(metric("outbox_relay_published_total") == 510);
+  relay.signal(SIGTERM);
+  CHECK(relay.wait(30s) == std::optional<int>(0));
+
+  test::ChildProcess bad(kRelay, {"run", "--set", "http.listen=localhost:http"}, relay_env(url, kafka.bootstrap()),
+                         temp_log("badhttp"));
+  CHECK(bad.wait(10s) == std::optional<int>(78));
 }

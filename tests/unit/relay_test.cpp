@@ -352,3 +352,17 @@ TEST_CASE("keeps per-aggregate order of first deliveries under random broker fai
   for (const auto& m : f.publisher.log) delivered.insert(seq_of(m));
   CHECK(delivered.size() == 300);
 }
+
+TEST_CASE("readiness facts: a failed step clears last_step_ok, a good one sets it and its time", "[relay]") {
+  Fixture f;
+  f.store.add("a");
+  CHECK_FALSE(f.stats.last_step_ok);
+  f.store.fail_fetches = 1;
+  (void)f.r().step();
+  CHECK_FALSE(f.stats.last_step_ok);
+  f.clock.advance(1s);
+  (void)f.r().step();
+  CHECK(f.stats.last_step_ok);
+  CHECK(f.stats.last_ok_steady_ns ==
+        std::chrono::duration_cast<std::chrono::nanoseconds>(f.clock.now().time_since_epoch()).count());
+}

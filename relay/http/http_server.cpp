@@ -1,0 +1,103 @@
+#include "relay/http/http_server.hpp"
+
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+
+#include <memory>
+
+#include "relay/core/errors.hpp"
+
+namespace outbox::relay::http {
+namespace {
+
+namespace beast = boost::beast;
+namespace bhttp = boost::beast::http;
+using tcp = boost::asio::ip::tcp;
+
+// One connection: read a request, answer it, close.
+class Exchange : public std::enable_shared_from_this<Exchange> {
+ public:
+  Exchange(tcp::socket socket, const HttpHandler& handler) : stream_(std::move(socket)), handler_(handler) {}
+
+  void start() {
+    stream_.expires_after(std::chrono::seconds(10));
+    bhttp::async_read(stream_, buffer_, request_,
+                      [self = shared_from_this()](beast::error_code ec, std::size_t) { self->on_read(ec); });
+  }
+
+ private:
+  void on_read(beast::error_code ec) {
+    if (ec) return;
+    HttpResponse r;
+    if (request_.method() != bhttp::verb::get && request_.method() != bhttp::verb::head) {
+      r = {405, "text/plain; charset=utf-8", "only GET\n"};
+    } else {
+      std::string path(request_.target());
+      if (auto q = path.find('?'); q != std::string::npos) path.resize(q);
+      r = handler_(path);
+    }
+    response_.version(request_.version());
+    response_.result(static_cast<unsigned>(r.status));
+    response_.set(bhttp::field::server, "outbox-relay");
+    response_.set(bhttp::field::content_type, r.content_type);
+    response_.keep_alive(false);
+    if (request_.method() != bhttp::verb::head) response_.body() = std::move(r.body);
+    response_.prepare_payload();
+    bhttp::async_write(stream_, response_, [self = shared_from_this()](beast::error_code, std::size_t) {
+      beast::error_code ignored;
+      self->stream_.socket().shutdown(tcp::socket::shutdown_send, ignored);
+    });
+  }
+
+  beast::tcp_stream stream_;
+  const HttpHandler& handler_;
+  beast::flat_buffer buffer_;
+  bhttp::request<bhttp::string_body> request_;
+  bhttp::response<bhttp::string_body> response_;
+};
+
+tcp::endpoint parse_listen(const std::string& listen) {
+  auto colon = listen.rfind(':');
+  if (colon == std::string::npos || colon == 0 || colon + 1 == listen.size())
+    throw ConfigError("http.listen: expected host:port, got \"" + listen + "\"");
+  std::string host = listen.substr(0, colon);
+  if (host.size() > 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  int port = -1;
+  try {
+    std::size_t used = 0;
+    port = std::stoi(listen.substr(colon + 1), &used);
+    if (used != listen.size() - colon - 1) port = -1;
+  } catch (...) {
+  }
+  if (port < 0 || port > 65535) throw ConfigError("http.listen: port must be 0..65535, got \"" + listen + "\"");
+  boost::system::error_code ec;
+  auto addr = boost::asio::ip::make_address(host, ec);
+  if (ec) throw ConfigError("http.listen: \"" + host + "\" is not an IP address (use 127.0.0.1, 0.0.0.0 or ::)");
+  return {addr, static_cast<unsigned short>(port)};
+}
+
+}  // namespace
+
+HttpServer::HttpServer(boost::asio::io_context& io, const std::string& listen, HttpHandler handler)
+    : io_(io), acceptor_(io), handler_(std::move(handler)) {
+  auto endpoint = parse_listen(listen);
+  boost::system::error_code ec;
+  acceptor_.open(endpoint.protocol(), ec);
+  if (!ec) acceptor_.set_option(boost::asio::socket_base::reuse_address(true), ec);
+  if (!ec) acceptor_.bind(endpoint, ec);
+  if (!ec) acceptor_.listen(boost::asio::socket_base::max_listen_connections, ec);
+  if (ec) throw ConfigError("http.listen: cannot listen on " + listen + " (" + ec.message() + ")");
+  accept();
+}
+
+unsigned short HttpServer::port() const { return acceptor_.local_endpoint().port(); }
+
+void HttpServer::accept() {
+  acceptor_.async_accept(io_, [this](boost::system::error_code ec, tcp::socket socket) {
+    if (ec == boost::asio::error::operation_aborted) return;
+    if (!ec) std::make_shared<Exchange>(std::move(socket), handler_)->start();
+    accept();
+  });
+}
+
+}  // namespace outbox::relay::http

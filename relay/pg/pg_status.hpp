@@ -1,0 +1,31 @@
+// Reads what operators watch from the outbox: backlog, age of the oldest unpublished event
+// (the lag alerts are written on) and dead-lettered rows, on a connection of its own.
+#pragma once
+
+#include <memory>
+#include <string>
+
+namespace outbox::relay::pg {
+
+struct OutboxStatus {
+  long long backlog = 0;                // unpublished, not dead-lettered rows
+  double oldest_unpublished_age_s = 0;  // by the database clock; 0 when nothing waits
+  long long dead_lettered = 0;
+};
+
+class PgStatus {
+ public:
+  PgStatus(std::string conninfo, std::string schema);
+  ~PgStatus();
+
+  // Throws TransientError when the database is away.
+  [[nodiscard]] OutboxStatus read();
+
+ private:
+  struct Session;
+  std::string conninfo_;
+  std::string table_;
+  std::unique_ptr<Session> session_;
+};
+
+}  // namespace outbox::relay::pg
