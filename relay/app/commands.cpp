@@ -9,12 +9,17 @@
 #include <csignal>
 #include <fstream>
 #include <iostream>
+#include <condition_variable>
+#include <mutex>
+#include <stop_token>
 #include <thread>
 
 #include "relay/config/config_loader.hpp"
 #include "relay/app/metrics_page.hpp"
 #include "relay/app/polling_wakeup.hpp"
+#include "relay/app/systemd_notify.hpp"
 #include "relay/http/http_server.hpp"
+#include "relay/pg/pg_retention.hpp"
 #include "relay/pg/pg_status.hpp"
 #include "relay/core/errors.hpp"
 #include "relay/core/message_builder.hpp"
@@ -62,10 +67,38 @@ std::string read_password_file(const std::string& path) {
   return line;
 }
 
+// Retention passes every `every` until `halt`; a failed pass is logged and tried again at the
+// next one, a misconfiguration (FatalError) is logged once and ends retention, not the relay.
+void run_retention(pg::PgRetention retention, std::chrono::seconds every, std::stop_token halt,
+                   std::atomic<std::uint64_t>& deleted_total, Logger& logger) {
+  std::mutex m;
+  std::condition_variable_any cv;
+  for (bool failing = false; !halt.stop_requested();) {
+    try {
+      auto pass = retention.run_once();
+      deleted_total += pass.published_deleted + pass.inbox_deleted;
+      if (pass.published_deleted + pass.inbox_deleted > 0 || failing)
+        logger.log(LogLevel::info, "retention_pass",
+                   {{"published_deleted", std::to_string(pass.published_deleted)},
+                    {"inbox_deleted", std::to_string(pass.inbox_deleted)}});
+      failing = false;
+    } catch (const TransientError& e) {
+      if (!failing) logger.log(LogLevel::warn, "retention_failed", {{"error", pg::redact_conninfo(e.what())}});
+      failing = true;
+    } catch (const FatalError& e) {
+      logger.log(LogLevel::error, "retention_disabled", {{"error", e.what()}});
+      return;
+    }
+    std::unique_lock lock(m);
+    cv.wait_for(lock, halt, every, [] { return false; });
+  }
+}
+
 // Stop flag set from the Asio loop that owns signals and timers.
 class Lifecycle {
  public:
-  explicit Lifecycle(Logger& logger) : logger_(logger), signals_(io_, SIGINT, SIGTERM), timer_(io_) {}
+  explicit Lifecycle(Logger& logger)
+      : logger_(logger), signals_(io_, SIGINT, SIGTERM), timer_(io_), watchdog_timer_(io_) {}
 
   // Serves /healthz, /readyz and /metrics on the same loop. Throws ConfigError on a bad address.
   void serve_http(const std::string& listen, http::HttpHandler handler) {
@@ -78,11 +111,15 @@ class Lifecycle {
       logger_.log(LogLevel::info, "signal_received",
                   {{"signal", signo == SIGTERM ? "SIGTERM" : "SIGINT"}, {"action", "draining"}});
       stop_ = true;
+      systemd_.notify("STOPPING=1");
       timer_.cancel();
     });
     schedule_report(stats, report_every);
+    if (auto timeout = systemd_.watchdog()) schedule_watchdog(stats, *timeout);
     thread_ = std::thread([this] { io_.run(); });
   }
+
+  const SystemdNotifier& systemd() const { return systemd_; }
 
   void shutdown() {
     io_.stop();
@@ -108,10 +145,28 @@ class Lifecycle {
     });
   }
 
+  // Pings systemd's watchdog at half its timeout, but only while the relay thread shows a
+  // heartbeat younger than the timeout: a hung relay thread stops the pings and systemd
+  // restarts the service. Waiting for a database or broker is not a hang.
+  void schedule_watchdog(const RelayStats& stats, std::chrono::microseconds timeout) {
+    watchdog_timer_.expires_after(timeout / 2);
+    watchdog_timer_.async_wait([this, &stats, timeout](const boost::system::error_code& ec) {
+      if (ec) return;
+      const auto beat = std::chrono::nanoseconds(stats.heartbeat_ns.load());
+      if (std::chrono::steady_clock::now().time_since_epoch() - beat < timeout) systemd_.notify("WATCHDOG=1");
+      else
+        logger_.log(LogLevel::error, "watchdog_missed",
+                    {{"note", "the relay thread has not made progress; systemd will restart the service"}});
+      schedule_watchdog(stats, timeout);
+    });
+  }
+
   Logger& logger_;
+  SystemdNotifier systemd_;
   boost::asio::io_context io_;
   boost::asio::signal_set signals_;
   boost::asio::steady_timer timer_;
+  boost::asio::steady_timer watchdog_timer_;
   std::unique_ptr<http::HttpServer> http_;
   std::thread thread_;
   std::atomic<bool> stop_{false};
@@ -164,63 +219,93 @@ int run_relay(const config::Config& c, Logger& logger) {
 
   RelayStats stats;
   Lifecycle lifecycle(logger);
+  pg::PgOutboxStore store({conninfo, c.database.schema,
+                           c.relay.mark_mode == "delete" ? pg::MarkMode::remove : pg::MarkMode::update});
+  kafka::KafkaPublisher publisher({c.kafka.brokers, milliseconds(c.kafka.delivery_timeout_ms), c.kafka.client_id,
+                                   c.kafka.properties},
+                                  logger);
+  std::atomic<std::uint64_t> retention_deleted{0};
+
   // Ready while steps reach the database and the broker; a standby relay is alive, not ready.
   const auto ready_window = std::max(milliseconds(10'000), 3 * milliseconds(c.relay.poll_interval_ms));
   auto ready = [&stats, ready_window] {
     auto age = std::chrono::steady_clock::now().time_since_epoch() - std::chrono::nanoseconds(stats.last_ok_steady_ns.load());
     return stats.last_step_ok.load() && age < ready_window;
   };
-  // The status query runs on its own session, named apart and with a short timeout.
-  auto status_params = pg::parse_conninfo(conninfo, "database.url");
-  status_params["application_name"] = c.database.application_name + "-status";
-  status_params["options"] = "-c statement_timeout=5000";
-  pg::PgStatus status_reader(pg::render_conninfo(status_params), c.database.schema);
+  // The status query and retention run on sessions of their own, named apart, with a short
+  // statement timeout.
+  auto side_session = [&](const std::string& suffix) {
+    auto params = pg::parse_conninfo(conninfo, "database.url");
+    params["application_name"] = c.database.application_name + "-" + suffix;
+    params["options"] = "-c statement_timeout=" + std::to_string(suffix == "status" ? 5'000 : 60'000);
+    return pg::render_conninfo(params);
+  };
+  pg::PgStatus status_reader(side_session("status"), c.database.schema);
   lifecycle.serve_http(c.http.listen, [&](const std::string& path) -> http::HttpResponse {
     if (path == "/healthz") return {200, "text/plain; charset=utf-8", "ok\n"};
     if (path == "/readyz")
       return ready() ? http::HttpResponse{200, "text/plain; charset=utf-8", "ready\n"}
                      : http::HttpResponse{503, "text/plain; charset=utf-8", "not ready: the last step did not reach the database and the broker\n"};
     if (path == "/metrics") {
-      std::optional<pg::OutboxStatus> s;
+      MetricsInputs in{stats, std::nullopt};
       try {
-        s = status_reader.read();
+        in.status = status_reader.read();
       } catch (const std::exception&) {
       }
-      return {200, "text/plain; version=0.0.4; charset=utf-8", render_metrics(stats, s, ready())};
+      in.ready = ready();
+      in.publisher = store.publisher();
+      in.database_reconnects = store.reconnects();
+      in.producer_restarts = publisher.restarts();
+      in.retention_deleted = retention_deleted;
+      return {200, "text/plain; version=0.0.4; charset=utf-8", render_metrics(in)};
     }
     return {404, "text/plain; charset=utf-8", "not found: try /healthz, /readyz or /metrics\n"};
   });
   lifecycle.start(stats, std::chrono::seconds(10));
   auto& stop = lifecycle.stop_flag();
+  lifecycle.systemd().notify("READY=1\nSTATUS=waiting for the database");
 
-  pg::PgOutboxStore store({conninfo, c.database.schema,
-                           c.relay.mark_mode == "delete" ? pg::MarkMode::remove : pg::MarkMode::update});
   // Wait for the database, then check the table's shape once: a wrong schema is fatal.
   SteadyClock clock;
   BackoffPolicy connect_backoff{milliseconds(200), milliseconds(10'000)};
+  auto beat = [&] { stats.heartbeat_ns = std::chrono::nanoseconds(clock.now().time_since_epoch()).count(); };
   for (int attempt = 1; !stop; ++attempt) {
     try {
+      beat();
       store.verify_schema();
       break;
     } catch (const TransientError& e) {
       auto wait = connect_backoff.delay(attempt);
       logger.log(LogLevel::warn, "waiting_to_start",
                  {{"error", pg::redact_conninfo(e.what())}, {"retry_in_ms", std::to_string(wait.count())}});
-      for (auto until = clock.now() + wait; !stop && clock.now() < until;)
+      for (auto until = clock.now() + wait; !stop && clock.now() < until;) {
+        beat();
         std::this_thread::sleep_for(milliseconds(50));
+      }
     }
   }
   if (stop) return 0;
   logger.log(LogLevel::info, "database_ready", {{"schema", c.database.schema}});
+  lifecycle.systemd().notify("STATUS=publishing");
 
-  kafka::KafkaPublisher publisher({c.kafka.brokers, milliseconds(c.kafka.delivery_timeout_ms), c.kafka.client_id,
-                                   c.kafka.properties},
-                                  logger);
   std::unique_ptr<Wakeup> wakeup;
   if (c.relay.wakeup == "notify")
     wakeup = std::make_unique<pg::PgWakeup>(conninfo, c.database.schema);
   else
     wakeup = std::make_unique<app::PollingWakeup>();
+
+  // Retention on a thread of its own: its batches never delay a publish.
+  pg::RetentionOptions retention_options;
+  retention_options.conninfo = side_session("retention");
+  retention_options.schema = c.database.schema;
+  if (c.relay.mark_mode == "update") retention_options.published_window = std::chrono::hours(c.retention.published_hours);
+  retention_options.inbox_window = std::chrono::hours(c.retention.inbox_hours);
+  retention_options.batch_size = static_cast<std::size_t>(c.retention.batch_size);
+  std::jthread retention;
+  if (retention_options.published_window.count() > 0 || retention_options.inbox_window.count() > 0)
+    retention = std::jthread([&, every = std::chrono::seconds(c.retention.interval_s)](std::stop_token halt) {
+      run_retention(pg::PgRetention(retention_options), every, halt, retention_deleted, logger);
+    });
 
   Relay relay(store, publisher, clock, MessageBuilder(message_options(c)), relay_options(c), stats);
   RunnerOptions ro;

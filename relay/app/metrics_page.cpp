@@ -5,47 +5,64 @@
 namespace outbox::relay::app {
 namespace {
 
-void metric(std::string& out, const char* name, const char* type, const char* help, const std::string& value) {
-  out += "# HELP ";
-  out += name;
-  out += ' ';
-  out += help;
-  out += "\n# TYPE ";
-  out += name;
-  out += ' ';
-  out += type;
-  out += '\n';
-  out += name;
-  out += ' ';
-  out += value;
-  out += '\n';
+void header(std::string& out, const std::string& name, const char* type, const char* help) {
+  out += "# HELP " + name + ' ' + help + "\n# TYPE " + name + ' ' + type + '\n';
 }
 
-std::string number(double v) {
+void metric(std::string& out, const std::string& name, const char* type, const char* help, const std::string& value) {
+  header(out, name, type, help);
+  out += name + ' ' + value + '\n';
+}
+
+std::string number(double v, const char* format = "%.6f") {
   char buf[64];
-  std::snprintf(buf, sizeof buf, "%.3f", v);
+  std::snprintf(buf, sizeof buf, format, v);
   return buf;
+}
+
+void histogram(std::string& out, const std::string& name, const char* help, const Histogram& h) {
+  header(out, name, "histogram", help);
+  auto s = h.snapshot();
+  for (std::size_t i = 0; i < s.cumulative.size(); ++i) {
+    const std::string le = i < s.upper_bounds_s.size() ? number(s.upper_bounds_s[i], "%g") : "+Inf";
+    out += name + "_bucket{le=\"" + le + "\"} " + std::to_string(s.cumulative[i]) + '\n';
+  }
+  out += name + "_sum " + number(s.sum_s) + '\n';
+  out += name + "_count " + std::to_string(s.cumulative.back()) + '\n';
 }
 
 }  // namespace
 
-std::string render_metrics(const RelayStats& stats, const std::optional<pg::OutboxStatus>& status, bool ready) {
+std::string render_metrics(const MetricsInputs& in) {
   std::string out;
 #define OUTBOX_RELAY_RENDER(name, help) \
-  metric(out, "outbox_relay_" #name, "counter", help, std::to_string(stats.name.load()));
+  metric(out, "outbox_relay_" #name, "counter", help, std::to_string(in.stats.name.load()));
   OUTBOX_RELAY_CORE_STATS(OUTBOX_RELAY_RENDER)
 #undef OUTBOX_RELAY_RENDER
+  histogram(out, "outbox_relay_batch_duration_seconds", "a batch from its fetch to the broker's last acknowledgement",
+            in.stats.batch_duration);
+  histogram(out, "outbox_relay_commit_to_ack_seconds",
+            "an event from its row's created_at (database clock) to the broker's acknowledgement",
+            in.stats.commit_to_ack);
+  metric(out, "outbox_relay_database_reconnects_total", "counter",
+         "database sessions the relay opened again after losing one", std::to_string(in.database_reconnects));
+  metric(out, "outbox_relay_producer_restarts_total", "counter", "Kafka producers recreated after a fatal error",
+         std::to_string(in.producer_restarts));
+  metric(out, "outbox_relay_retention_deleted_total", "counter",
+         "published rows removed by retention (relay.retention_hours)", std::to_string(in.retention_deleted));
   metric(out, "outbox_relay_ready", "gauge", "1 when the last step reached the database and the broker recently",
-         ready ? "1" : "0");
-  metric(out, "outbox_relay_database_up", "gauge", "1 when the status query below succeeded", status ? "1" : "0");
-  if (status) {
+         in.ready ? "1" : "0");
+  metric(out, "outbox_relay_is_publisher", "gauge",
+         "1 on the instance holding the publish lock; standbys report 0", in.publisher ? "1" : "0");
+  metric(out, "outbox_relay_database_up", "gauge", "1 when the status query below succeeded", in.status ? "1" : "0");
+  if (in.status) {
     metric(out, "outbox_relay_backlog_events", "gauge", "unpublished, not dead-lettered outbox rows",
-           std::to_string(status->backlog));
+           std::to_string(in.status->backlog));
     metric(out, "outbox_relay_oldest_unpublished_age_seconds", "gauge",
            "age of the oldest unpublished event by the database clock (the lag to alert on)",
-           number(status->oldest_unpublished_age_s));
+           number(in.status->oldest_unpublished_age_s, "%.3f"));
     metric(out, "outbox_relay_dead_lettered_events", "gauge", "rows parked in the dead letter state",
-           std::to_string(status->dead_lettered));
+           std::to_string(in.status->dead_lettered));
   }
   return out;
 }

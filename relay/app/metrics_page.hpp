@@ -1,7 +1,9 @@
 // Renders /metrics in the Prometheus text format: the core's counters (declared once, in
-// relay_stats.hpp) and the outbox gauges operators alert on.
+// relay_stats.hpp), its latency histograms, the adapters' facts and the outbox gauges
+// operators alert on.
 #pragma once
 
+#include <cstdint>
 #include <optional>
 #include <string>
 
@@ -10,8 +12,16 @@
 
 namespace outbox::relay::app {
 
-// `status` is nullopt when the database could not be read (outbox_relay_database_up 0).
-[[nodiscard]] std::string render_metrics(const RelayStats& stats, const std::optional<pg::OutboxStatus>& status,
-                                         bool ready);
+struct MetricsInputs {
+  const RelayStats& stats;
+  std::optional<pg::OutboxStatus> status;  // nullopt: the database could not be read
+  bool ready = false;
+  bool publisher = false;  // holds the publish lock
+  std::uint64_t database_reconnects = 0;
+  std::uint64_t producer_restarts = 0;
+  std::uint64_t retention_deleted = 0;
+};
+
+[[nodiscard]] std::string render_metrics(const MetricsInputs& in);
 
 }  // namespace outbox::relay::app

@@ -42,6 +42,13 @@ struct RelaySettings {
   int shutdown_timeout_ms = 30'000;
 };
 
+struct RetentionConfig {
+  int published_hours = 168;  // delete published rows older than this; 0: keep them
+  int inbox_hours = 0;        // also purge consumer_inbox in database.schema; 0: off
+  int interval_s = 60;        // time between passes
+  int batch_size = 1000;      // rows per short transaction
+};
+
 struct HttpConfig {
   std::string listen = "127.0.0.1:9464";  // host:port for /healthz, /readyz, /metrics; empty: off
 };
@@ -56,6 +63,7 @@ struct Config {
   KafkaConfig kafka;
   MessageConfig message;
   RelaySettings relay;
+  RetentionConfig retention;
   HttpConfig http;
   LogConfig log;
 };

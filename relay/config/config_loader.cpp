@@ -96,6 +96,18 @@ const std::vector<Setting>& settings() {
               "Longest delay between attempts of a failing row."),
       integer("relay.shutdown_timeout_ms", [](Config& c) -> int& { return c.relay.shutdown_timeout_ms; }, 0,
               3'600'000, "On SIGTERM, how long to keep trying to mark acknowledged rows."),
+      integer("retention.published_hours", [](Config& c) -> int& { return c.retention.published_hours; }, 0,
+              87'600,
+              "Published rows older than this are deleted, in small batches; 0 keeps them. This is also "
+              "how far back `replay` can reach. Nothing to do with relay.mark_mode=delete."),
+      integer("retention.inbox_hours", [](Config& c) -> int& { return c.retention.inbox_hours; }, 0, 87'600,
+              "When consumers keep their consumer_inbox in this database and schema, the relay purges rows "
+              "processed longer ago than this; 0 leaves it to the consumers (outbox::purge_inbox). Must be "
+              "longer than the longest possible redelivery or replay."),
+      integer("retention.interval_s", [](Config& c) -> int& { return c.retention.interval_s; }, 1, 86'400,
+              "Seconds between retention passes."),
+      integer("retention.batch_size", [](Config& c) -> int& { return c.retention.batch_size; }, 1, 100'000,
+              "Rows deleted per short transaction (each batch commits; no long locks)."),
       text("http.listen", [](Config& c) -> std::string& { return c.http.listen; },
            "host:port serving /healthz (alive), /readyz (database and broker reached recently) and "
            "/metrics (Prometheus). Loopback by default; 0.0.0.0:9464 in a container. Empty: no HTTP."),

@@ -26,6 +26,9 @@ struct OutboxEvent {
   // Time until a row in retry backoff is due again, measured by the database clock;
   // zero when the row may be published now.
   std::chrono::milliseconds retry_in{0};
+  // How old the row was when fetched (database clock: now() - created_at); feeds the
+  // commit-to-acknowledgement latency.
+  std::chrono::microseconds age{0};
   // Set when the store could not decode the row (e.g. malformed headers): the row can never
   // become a message and is failed permanently with this reason.
   std::optional<std::string> defect;

@@ -55,8 +55,13 @@ std::vector<AggregateKey> Relay::excluded_aggregates() {
   return keys;
 }
 
+void Relay::beat() {
+  stats_.heartbeat_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(clock_.now().time_since_epoch()).count();
+}
+
 StepResult Relay::step() {
   const auto now = clock_.now();
+  beat();
   StepResult result;
   try {
     // A pipelined step publishes the batch read behind the one whose marks are still pending
@@ -77,11 +82,14 @@ StepResult Relay::step() {
     }
 
     std::vector<OutboxEvent> events;
+    Clock::time_point fetched_at;
     if (pipelined && prefetched_) {
       events = std::move(*prefetched_);
+      fetched_at = prefetched_at_;
     } else {
       FetchRequest request{options_.batch_size, std::nullopt, excluded_aggregates()};
       if (pipelined) request.after_seq = pending_->max_seq;
+      fetched_at = clock_.now();
       events = store_.fetch(request);
     }
     prefetched_.reset();
@@ -92,6 +100,7 @@ StepResult Relay::step() {
     for (const auto& e : events) max_seq = std::max(max_seq, e.seq);
 
     InFlight flight = dispatch(std::move(events));
+    flight.fetched_at = fetched_at;
 
     // While this batch is on the wire: write the previous batch's marks, and read the next
     // batch behind this one. A database error here must not abandon the messages just sent:
@@ -99,8 +108,10 @@ StepResult Relay::step() {
     std::optional<std::string> write_error;
     try {
       if (pending_) result.published += write_settlement();
-      if (full && options_.pipeline && !stop_requested_)
+      if (full && options_.pipeline && !stop_requested_) {
+        prefetched_at_ = clock_.now();
         prefetched_ = store_.fetch({options_.batch_size, max_seq, excluded_aggregates()});
+      }
     } catch (const TransientError& e) {
       write_error = e.what();
       prefetched_.reset();
@@ -182,6 +193,10 @@ std::vector<Relay::Sent> Relay::collect(InFlight flight) {
                              std::to_string(flight.accepted.size()) + " messages");
     for (std::size_t i = 0; i < flight.accepted.size(); ++i)
       flight.sent[flight.accepted[i]].result = std::move(results[i]);
+    const auto since_fetch = clock_.now() - flight.fetched_at;
+    stats_.batch_duration.observe(since_fetch);
+    for (auto i : flight.accepted)
+      if (flight.sent[i].result->delivered()) stats_.commit_to_ack.observe(flight.sent[i].event.age + since_fetch);
   }
   return std::move(flight.sent);
 }

@@ -63,6 +63,8 @@ class Relay {
 
   // Stop taking new rows; the next step() marks what was acknowledged and returns stopped.
   void request_stop() { stop_requested_ = true; }
+  // Records that the relay thread is alive (RelayStats::heartbeat_ns).
+  void beat();
 
   // Rows acknowledged but not yet marked (kept across transient database errors).
   [[nodiscard]] std::size_t unmarked() const;
@@ -84,6 +86,7 @@ class Relay {
   struct InFlight {
     std::vector<Sent> sent;             // the whole batch, in seq order
     std::vector<std::size_t> accepted;  // indexes of the messages the publisher took
+    Clock::time_point fetched_at{};     // when the batch was read (latency figures start here)
   };
 
   // Sends the batch's messages, holding back events whose aggregate waits; does not wait.
@@ -108,6 +111,7 @@ class Relay {
   std::optional<Settlement> pending_;  // delivered batch whose marks are not yet written
   // The batch behind the one in flight, read while it was on the wire.
   std::optional<std::vector<OutboxEvent>> prefetched_;
+  Clock::time_point prefetched_at_{};
   Clock::time_point next_rescan_{};
   int consecutive_transient_ = 0;
   // Aggregates that wait behind a failed or not-yet-due event, until the given time.

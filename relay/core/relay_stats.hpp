@@ -6,6 +6,8 @@
 #include <cstdint>
 #include <cstddef>
 
+#include "relay/core/histogram.hpp"
+
 namespace outbox::relay {
 
 #define OUTBOX_RELAY_CORE_STATS(X)                                                          \
@@ -28,6 +30,15 @@ struct RelayStats {
   // (the relay's monotonic clock, nanoseconds since its epoch) a step last did.
   std::atomic<bool> last_step_ok{false};
   std::atomic<std::int64_t> last_ok_steady_ns{0};
+  // Liveness of the relay thread (same clock): touched by every step and every wait slice,
+  // so a watchdog can tell a hung thread from one waiting for work or for a dependency.
+  std::atomic<std::int64_t> heartbeat_ns{0};
+
+  // A batch from its fetch to the broker's last acknowledgement.
+  Histogram batch_duration{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30};
+  // An event from its row's created_at (database clock) to the broker's acknowledgement:
+  // what a consumer waits for after the producer's transaction.
+  Histogram commit_to_ack{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900};
 };
 
 }  // namespace outbox::relay

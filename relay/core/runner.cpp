@@ -18,6 +18,7 @@ void Runner::set_listening(bool listening) {
 
 void Runner::wait_until(Clock::time_point deadline, bool wake_on_hint, const std::atomic<bool>& stop) {
   while (stopping_ || !stop.load()) {
+    relay_.beat();
     auto now = clock_.now();
     if (now >= deadline) return;
     auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now);

@@ -171,6 +171,7 @@ std::vector<DeliveryResult> KafkaPublisher::await() {
     handle_.reset();
     rebuild_ = false;
     create();
+    ++restarts_;
   }
   return out;
 }

@@ -2,7 +2,9 @@
 // callbacks only record outcomes; await() polls until every sent message has one.
 #pragma once
 
+#include <atomic>
 #include <chrono>
+#include <cstdint>
 #include <map>
 #include <memory>
 #include <string>
@@ -42,6 +44,9 @@ class KafkaPublisher final : public Publisher {
   // Waits for outstanding deliveries, then destroys the producer.
   void close();
 
+  // Producers recreated after a fatal error (read from any thread).
+  [[nodiscard]] std::uint64_t restarts() const { return restarts_; }
+
  private:
   struct Handle;
   void create();
@@ -53,6 +58,7 @@ class KafkaPublisher final : public Publisher {
   std::vector<DeliveryResult> results_;  // indexed by send order since the last await()
   std::size_t outstanding_ = 0;
   bool rebuild_ = false;  // a fatal producer error was seen: recreate after the batch
+  std::atomic<std::uint64_t> restarts_{0};
 };
 
 }  // namespace outbox::relay::kafka

@@ -23,7 +23,7 @@ constexpr const char* kFail = "outbox_fail";
 const std::set<std::string> kRequiredColumns{
     "seq",     "id",           "aggregate_type", "aggregate_id", "event_type",      "payload",
     "headers", "topic",        "published_at",   "attempts",     "next_attempt_at", "last_error",
-    "dead_lettered_at"};
+    "dead_lettered_at", "created_at"};
 
 std::string fetch_sql(const std::string& table, bool excluding) {
   // Rows of an aggregate with a dead-lettered event wait behind it (operator action needed).
@@ -31,7 +31,8 @@ std::string fetch_sql(const std::string& table, bool excluding) {
       "SELECT e.seq, e.id::text, e.aggregate_type, e.aggregate_id, e.event_type, e.payload, "
       "e.headers::text, e.topic, e.attempts, "
       "CASE WHEN e.next_attempt_at > now() "
-      "THEN ceil(extract(epoch FROM e.next_attempt_at - now()) * 1000)::bigint ELSE 0 END "
+      "THEN ceil(extract(epoch FROM e.next_attempt_at - now()) * 1000)::bigint ELSE 0 END, "
+      "greatest(0, extract(epoch FROM now() - e.created_at) * 1000000)::bigint "
       "FROM " + table + " e "
       "WHERE e.published_at IS NULL AND e.dead_lettered_at IS NULL AND e.seq > $1 "
       "AND NOT EXISTS (SELECT 1 FROM " + table + " d WHERE d.dead_lettered_at IS NOT NULL "
@@ -96,7 +97,10 @@ PgOutboxStore::PgOutboxStore(PgStoreOptions options) : options_(std::move(option
 
 PgOutboxStore::~PgOutboxStore() = default;
 
-void PgOutboxStore::reset() { conn_.reset(); }
+void PgOutboxStore::reset() {
+  conn_.reset();
+  publisher_ = false;
+}
 
 struct PgOutboxStore::Session {
   explicit Session(const std::string& conninfo) : conn(conninfo) {}
@@ -134,6 +138,8 @@ PgOutboxStore::Session& PgOutboxStore::session() {
                              ".outbox_events); standing by until its session ends");
     }
     conn_ = std::move(session);
+    if (sessions_opened_++ > 0) ++reconnects_;
+    publisher_ = true;
   } catch (const TransientError&) {
     throw;
   } catch (...) {
@@ -201,6 +207,7 @@ std::vector<OutboxEvent> PgOutboxStore::fetch(const FetchRequest& request) {
       if (!row[7].is_null()) e.topic = row[7].as<std::string>();
       e.attempts = row[8].as<int>();
       e.retry_in = std::chrono::milliseconds(row[9].as<std::int64_t>());
+      e.age = std::chrono::microseconds(row[10].as<std::int64_t>());
     }
   } catch (...) {
     reset();

@@ -2,6 +2,8 @@
 // partial index, marks them published (or deletes them), records failed attempts.
 #pragma once
 
+#include <atomic>
+#include <cstdint>
 #include <memory>
 #include <string>
 
@@ -31,6 +33,11 @@ class PgOutboxStore final : public OutboxStore {
   // Throws FatalError naming what is missing, TransientError when the database is away.
   void verify_schema();
 
+  // For operators (read from any thread): sessions opened again after the first, and whether
+  // this instance holds the publish lock right now.
+  [[nodiscard]] std::uint64_t reconnects() const { return reconnects_; }
+  [[nodiscard]] bool publisher() const { return publisher_; }
+
  private:
   struct Session;  // owns the pqxx::connection (concrete type: connection_base's destructor is not virtual)
   Session& session();  // connects (and, for the store, takes the lock) when needed
@@ -38,6 +45,9 @@ class PgOutboxStore final : public OutboxStore {
 
   PgStoreOptions options_;
   std::unique_ptr<Session> conn_;
+  std::uint64_t sessions_opened_ = 0;
+  std::atomic<std::uint64_t> reconnects_{0};
+  std::atomic<bool> publisher_{false};
 };
 
 // Quotes a schema or table name after checking it is a plain identifier; throws ConfigError.

@@ -3,6 +3,9 @@
 #include <catch2/catch.hpp>
 
 #include <fcntl.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
 
 #include <cstdio>
 
@@ -34,6 +37,16 @@ std::map<std::string, std::string> relay_env(const std::string& url, const std::
           {"OUTBOX_RELAY_KAFKA_BROKERS", brokers},
           {"OUTBOX_RELAY_RELAY_BATCH_SIZE", "500"},
           {"OUTBOX_RELAY_LOG_FORMAT", "text"}};
+}
+
+// Polls `done` every 50 ms until it holds or the deadline passes.
+template <class Pred>
+bool eventually(Pred done, std::chrono::seconds deadline) {
+  for (auto until = std::chrono::steady_clock::now() + deadline; std::chrono::steady_clock::now() < until;) {
+    if (done()) return true;
+    std::this_thread::sleep_for(50ms);
+  }
+  return done();
 }
 
 long unpublished(const std::string& url) {
@@ -168,15 +181,10 @@ TEST_CASE("/healthz, /readyz and /metrics tell an operator what the relay is doi
   auto env = relay_env(url, kafka.bootstrap());
   env["OUTBOX_RELAY_HTTP_LISTEN"] = "127.0.0.1:" + std::to_string(port);
   env["OUTBOX_RELAY_KAFKA_DELIVERY_TIMEOUT_MS"] = "2000";
+  env["OUTBOX_RELAY_RETENTION_PUBLISHED_HOURS"] = "1";
+  env["OUTBOX_RELAY_RETENTION_INTERVAL_S"] = "1";
   test::insert_events(url, 500, 10);
   test::ChildProcess relay(kRelay, {"run"}, env, temp_log("http"));
-  auto eventually = [](auto done, std::chrono::seconds deadline) {
-    for (auto until = std::chrono::steady_clock::now() + deadline; std::chrono::steady_clock::now() < until;) {
-      if (done()) return true;
-      std::this_thread::sleep_for(50ms);  // polling the endpoint
-    }
-    return done();
-  };
   auto metric = [&](const std::string& name) -> double {
     auto body = test::http_get(port, "/metrics").body;
     auto at = body.find("\n" + name + " ");
@@ -199,17 +207,83 @@ TEST_CASE("/healthz, /readyz and /metrics tell an operator what the relay is doi
   CHECK(test::http_get(port, "/healthz").status == 200);
   CHECK(metric("outbox_relay_backlog_events") == 10);
   CHECK(eventually([&] { return metric("outbox_relay_oldest_unpublished_age_seconds") > 0; }, 10s));
-  CHECK(metric("outbox_relay_transient_errors_total") >= 1);
+  // Not ready because steps fail, or because none completed within the window (a step waits
+  // up to the delivery timeout): the failures show once the timeout has passed.
+  CHECK(eventually([&] { return metric("outbox_relay_transient_errors_total") >= 1; }, 10s));
 
   // It comes back: the relay catches up and is ready again.
   rd_kafka_mock_broker_set_up(kafka.cluster(), 1);
   CHECK(eventually([&] { return unpublished(url) == 0 && test::http_get(port, "/readyz").status == 200; }, 60s));
   CHECK(metric("outbox_relay_backlog_events") == 0);
   CHECK(metric("outbox_relay_published_total") == 510);
+  CHECK(metric("outbox_relay_commit_to_ack_seconds_count") == 510);
+  CHECK(metric("outbox_relay_commit_to_ack_seconds_sum") > 0);
+  CHECK(metric("outbox_relay_batch_duration_seconds_count") >= 2);
+  CHECK(metric("outbox_relay_is_publisher") == 1);
+
+  // Its database sessions are terminated: it reconnects, counts it, and carries on.
+  CHECK(test::scalar(url, "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                          "WHERE application_name = 'outbox-relay'") >= 1);
+  test::insert_events(url, 10, 2);
+  CHECK(eventually([&] { return unpublished(url) == 0; }, 60s));
+  CHECK(eventually([&] { return metric("outbox_relay_database_reconnects_total") >= 1; }, 10s));
+  CHECK(metric("outbox_relay_published_total") == 520);
+
+  // Retention: rows published more than an hour ago go; the rest stay.
+  CHECK(test::scalar(url, "SELECT count(*) FROM outbox_events") == 520);
+  test::scalar(url, "WITH old AS (UPDATE outbox_events SET created_at = now() - interval '3 hours', "
+                    "published_at = now() - interval '2 hours' WHERE seq <= 100 RETURNING 1) SELECT count(*) FROM old");
+  CHECK(eventually([&] { return test::scalar(url, "SELECT count(*) FROM outbox_events") == 420; }, 30s));
+  CHECK(eventually([&] { return metric("outbox_relay_retention_deleted_total") == 100; }, 10s));
+  CHECK(test::scalar(url, "SELECT min(seq) FROM outbox_events") == 101);
   relay.signal(SIGTERM);
   CHECK(relay.wait(30s) == std::optional<int>(0));
 
   test::ChildProcess bad(kRelay, {"run", "--set", "http.listen=localhost:http"}, relay_env(url, kafka.bootstrap()),
                          temp_log("badhttp"));
   CHECK(bad.wait(10s) == std::optional<int>(78));
+}
+
+TEST_CASE("under systemd the relay says READY, pings the watchdog and says STOPPING on SIGTERM", "[e2e][systemd]") {
+  auto url = test::fresh_database();
+  test::MockKafka kafka(1);
+  // Plays systemd's part: a datagram socket named by NOTIFY_SOCKET.
+  auto path = std::filesystem::temp_directory_path() / ("outbox-notify-" + std::to_string(::getpid()) + ".sock");
+  std::filesystem::remove(path);
+  int fd = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  REQUIRE(fd >= 0);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::snprintf(addr.sun_path, sizeof addr.sun_path, "%s", path.c_str());
+  REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+  timeval tv{0, 200'000};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  std::vector<std::string> received;
+  auto receive_until = [&](const std::string& wanted, std::size_t times, std::chrono::seconds deadline) {
+    for (auto until = std::chrono::steady_clock::now() + deadline; std::chrono::steady_clock::now() < until;) {
+      std::size_t seen = 0;
+      for (const auto& m : received) seen += m.find(wanted) != std::string::npos ? 1 : 0;
+      if (seen >= times) return true;
+      char buf[512];
+      auto n = ::recv(fd, buf, sizeof buf, 0);  // bounded by SO_RCVTIMEO
+      if (n > 0) received.emplace_back(buf, static_cast<std::size_t>(n));
+    }
+    return false;
+  };
+
+  auto env = relay_env(url, kafka.bootstrap());
+  env["NOTIFY_SOCKET"] = path.string();
+  env["WATCHDOG_USEC"] = "1000000";  // pings every 0.5 s expected
+  env["OUTBOX_RELAY_HTTP_LISTEN"] = "";
+  test::insert_events(url, 100, 5);
+  test::ChildProcess relay(kRelay, {"run"}, env, temp_log("systemd"));
+  CHECK(receive_until("READY=1", 1, 30s));
+  CHECK(receive_until("STATUS=publishing", 1, 30s));
+  CHECK(receive_until("WATCHDOG=1", 4, 10s));
+  CHECK(eventually([&] { return unpublished(url) == 0; }, 60s));
+  relay.signal(SIGTERM);
+  CHECK(receive_until("STOPPING=1", 1, 10s));
+  CHECK(relay.wait(30s) == std::optional<int>(0));
+  ::close(fd);
+  std::filesystem::remove(path);
 }

@@ -155,6 +155,7 @@ class FakePublisher final : public Publisher {
   std::vector<DeliveryResult> await() override {
     ++awaits;
     if (timeline) timeline->push_back("await");
+    if (on_await) on_await();  // e.g. time passing while the batch is on the wire
     std::vector<DeliveryResult> out;
     std::set<std::string> failed_keys;
     for (const auto& m : queued_) {
@@ -184,6 +185,7 @@ class FakePublisher final : public Publisher {
   std::vector<std::string>* timeline = nullptr;
   Rule refuse;  // local refusal at send()
   Rule broker;  // broker-side outcome at await(); nullopt = delivered
+  std::function<void()> on_await;
   std::vector<Message> log;
   int sends = 0;
   int awaits = 0;

@@ -366,3 +366,38 @@ TEST_CASE("readiness facts: a failed step clears last_step_ok, a good one sets i
   CHECK(f.stats.last_ok_steady_ns ==
         std::chrono::duration_cast<std::chrono::nanoseconds>(f.clock.now().time_since_epoch()).count());
 }
+
+TEST_CASE("latency histograms: a batch from fetch to acknowledgement, an event from created_at on", "[relay]") {
+  Fixture f;
+  f.options.batch_size = 10;
+  for (int i = 0; i < 3; ++i) f.store.add("a" + std::to_string(i));
+  f.store.row(1).event.age = 40ms;  // the row was 40 ms old when fetched
+  f.store.row(2).event.age = 2s;
+  f.publisher.broker = [](const Message& m) -> std::optional<DeliveryResult> {
+    if (m.key == "a2") return DeliveryResult{DeliveryStatus::permanent_failure, "too large"};
+    return std::nullopt;
+  };
+  f.publisher.on_await = [&] { f.clock.advance(30ms); };  // the broker round trip
+  (void)f.r().step();
+
+  auto batch = f.stats.batch_duration.snapshot();
+  CHECK(batch.cumulative.back() == 1);
+  CHECK(batch.sum_s == Approx(0.030));
+  auto latency = f.stats.commit_to_ack.snapshot();
+  CHECK(latency.cumulative.back() == 2);  // delivered events only
+  CHECK(latency.sum_s == Approx(0.070 + 2.030));
+  auto le = [&](double bound) {
+    auto at = std::find(latency.upper_bounds_s.begin(), latency.upper_bounds_s.end(), bound);
+    REQUIRE(at != latency.upper_bounds_s.end());
+    return latency.cumulative[static_cast<std::size_t>(at - latency.upper_bounds_s.begin())];
+  };
+  CHECK(le(0.05) == 0);
+  CHECK(le(0.1) == 1);  // 70 ms
+  CHECK(le(2.5) == 2);  // 2.03 s
+
+  // An idle step (nothing fetched, nothing sent) observes nothing.
+  f.publisher.broker = nullptr;
+  f.drain();
+  (void)f.r().step();
+  CHECK(f.stats.batch_duration.snapshot().cumulative.back() == static_cast<std::uint64_t>(f.publisher.awaits));
+}

@@ -99,3 +99,20 @@ TEST_CASE("gives up marking after the shutdown timeout when the database stays a
   CHECK(runner.run(f.stop) == RunnerExit::shutdown_timeout);
   CHECK(f.store.published_count() == 0);  // never marked: re-published next run, not lost
 }
+
+TEST_CASE("the heartbeat never goes stale while idle or backing off, only the thread's own hang could", "[runner]") {
+  RunnerFixture f;
+  f.store.fail_fetches = 3;  // backing off for a while, then idle
+  Relay relay(f.store, f.publisher, f.clock, MessageBuilder({}), {}, f.stats);
+  Runner runner(relay, f.wakeup, f.clock, f.logger, f.options);
+  auto now_ns = [&] { return std::chrono::duration_cast<std::chrono::nanoseconds>(f.clock.now().time_since_epoch()).count(); };
+  std::int64_t worst_gap_ns = 0;
+  f.wakeup.on_wait = [&] {
+    worst_gap_ns = std::max(worst_gap_ns, now_ns() - f.stats.heartbeat_ns.load());
+    if (f.wakeup.waits.size() == 80) f.stop = true;
+  };
+  CHECK(runner.run(f.stop) == RunnerExit::stopped);
+  CHECK(f.stats.transient_errors_total == 3);
+  CHECK(worst_gap_ns > 0);
+  CHECK(worst_gap_ns <= std::chrono::nanoseconds(f.options.stop_check).count());
+}
