@@ -37,7 +37,7 @@ class PgRetention {
   struct Session;
   std::size_t purge_published();
   RetentionOptions options_;
-  std::string table_;
+  std::string schema_;  // quoted
   std::unique_ptr<Session> session_;
 };
 

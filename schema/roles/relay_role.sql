@@ -21,6 +21,8 @@ GRANT SELECT ON outbox_events TO outbox_relay;
 GRANT UPDATE (published_at, attempts, next_attempt_at, last_error, dead_lettered_at)
     ON outbox_events TO outbox_relay;
 GRANT SELECT, UPDATE (listening, changed_at) ON outbox_relay_wakeup TO outbox_relay;
+-- Retention (retention.published_hours): removes only published rows past the window.
+GRANT EXECUTE ON FUNCTION outbox_purge_published(bigint, integer, bigint) TO outbox_relay;
 
--- Only when the relay runs with relay.mark_mode: delete (or runs retention):
+-- Only when the relay runs with relay.mark_mode: delete:
 -- GRANT DELETE ON outbox_events TO outbox_relay;

@@ -7,6 +7,7 @@
 
 #include "relay/core/errors.hpp"
 #include "relay/pg/pg_outbox_store.hpp"
+#include "relay/pg/pg_retention.hpp"
 #include "relay/pg/pg_wakeup.hpp"
 #include "tests/integration/pg_fixture.hpp"
 
@@ -208,6 +209,15 @@ TEST_CASE("the relay role from schema/roles/relay_role.sql can do the relay's wo
   store.mark_published(seqs);
   PgWakeup wakeup(harden_conninfo(relay_url, "outbox-relay-test", 10'000), "public");
   wakeup.set_listening(true);
+  // Retention, through the purge function: the published row once it is old, nothing else.
+  test::scalar(url, "WITH o AS (UPDATE outbox_events SET created_at = now() - interval '3 days', published_at = "
+                    "CASE WHEN published_at IS NULL THEN NULL ELSE now() - interval '2 days' END RETURNING 1) "
+                    "SELECT count(*) FROM o");
+  RetentionOptions retention;
+  retention.conninfo = relay_url;
+  retention.published_window = std::chrono::hours(24);
+  CHECK(PgRetention(retention).run_once().published_deleted == 1);
+  CHECK(test::scalar(url, "SELECT count(*) FROM outbox_events") == 2);
 
   pqxx::connection c(relay_url);
   auto denied = [&](const std::string& sql) {
@@ -224,6 +234,12 @@ TEST_CASE("the relay role from schema/roles/relay_role.sql can do the relay's wo
   CHECK(denied("UPDATE outbox_events SET payload = NULL"));
   CHECK(denied("INSERT INTO outbox_events (aggregate_type, aggregate_id, event_type) VALUES ('a','b','c')"));
   CHECK(denied("SELECT * FROM consumer_inbox"));
+  auto may_purge = [&](const std::string& grantee) {
+    return test::scalar(url, "SELECT count(*) FROM information_schema.routine_privileges WHERE routine_name = "
+                             "'outbox_purge_published' AND privilege_type = 'EXECUTE' AND grantee = '" + grantee + "'");
+  };
+  CHECK(may_purge("outbox_relay") == 1);
+  CHECK(may_purge("PUBLIC") == 0);
   CHECK(test::scalar(url, "SELECT count(*) FROM pg_roles WHERE rolname = 'outbox_relay' AND NOT rolsuper AND NOT "
                           "rolcreatedb AND NOT rolcreaterole AND NOT rolreplication") == 1);
 }
