@@ -4,6 +4,7 @@
 #include <cstdlib>
 #include <iostream>
 
+#include "relay/app/admin_commands.hpp"
 #include "relay/app/commands.hpp"
 #include "relay/app/stream_logger.hpp"
 #include "relay/config/config_loader.hpp"
@@ -36,12 +37,13 @@ int main(int argc, char** argv) {
   auto* reference = cli.add_subcommand("config-reference", "Print every setting as a Markdown table");
   for (auto* sub : {run, migrate, check}) common(sub);
   check->add_flag("--json", json, "Print JSON");
+  const app::AdminCommands admin(cli, common);  // status, dead-letters, replay
 
   try {
     cli.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     int code = cli.exit(e);
-    return code == 0 ? 0 : app::kExitConfig;
+    return code == 0 ? 0 : admin.selected() ? app::kExitUsage : app::kExitConfig;
   }
   if (reference->parsed()) return app::run_config_reference();
 
@@ -69,6 +71,8 @@ int main(int argc, char** argv) {
     std::cerr << "outbox-relay: " << pg::redact_conninfo(e.what()) << "\n";
     return app::kExitConfig;
   }
+
+  if (admin.selected()) return admin.run(config);
 
   app::StreamLogger logger(std::cerr, app::parse_log_level(config.log.level),
                            config.log.format == "text" ? app::LogFormat::text : app::LogFormat::json);

@@ -1,0 +1,537 @@
+#include "relay/app/admin_commands.hpp"
+
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <cstdio>
+#include <iostream>
+#include <regex>
+
+#include "relay/app/commands.hpp"
+#include "relay/core/errors.hpp"
+#include "relay/pg/pg_admin.hpp"
+#include "relay/pg/pg_conninfo.hpp"
+#include "relay/pg/pg_outbox_store.hpp"
+#include "relay/pg/pg_status.hpp"
+
+namespace outbox::relay::app {
+namespace {
+
+using Json = nlohmann::ordered_json;
+
+// Ends a subcommand with a message and an exit code: kExitUsage when it cannot be done as
+// asked, kExitFailure when it ran but found nothing to act on.
+class CommandError : public std::runtime_error {
+ public:
+  CommandError(int exit_code, const std::string& what) : std::runtime_error(what), exit_code_(exit_code) {}
+  [[nodiscard]] int exit_code() const { return exit_code_; }
+
+ private:
+  int exit_code_;
+};
+
+CommandError usage_error(const std::string& what) { return {kExitUsage, what}; }
+CommandError nothing_matched(const std::string& what) { return {kExitFailure, what}; }
+
+// ---- parsing the operator's input -------------------------------------------------------
+
+std::int64_t parse_seq(const std::string& text, const std::string& what) {
+  static const std::regex digits("[0-9]{1,18}");
+  if (!std::regex_match(text, digits) || std::stoll(text) == 0)
+    throw usage_error(what + ": \"" + text + "\" is not a seq (a positive integer)");
+  return std::stoll(text);
+}
+
+// "<seq|uuid>" -> one of refs' lists; UUIDs lower-cased as PostgreSQL prints them.
+void add_event_ref(const std::string& text, pg::EventRefs& refs) {
+  static const std::regex uuid("[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}");
+  if (std::regex_match(text, uuid)) {
+    std::string id = text;
+    std::transform(id.begin(), id.end(), id.begin(), [](unsigned char c) { return std::tolower(c); });
+    refs.ids.push_back(id);
+  } else if (!text.empty() && std::all_of(text.begin(), text.end(), [](unsigned char c) { return std::isdigit(c); })) {
+    refs.seqs.push_back(parse_seq(text, "event"));
+  } else {
+    throw usage_error("\"" + text + "\" is neither a seq (a positive integer) nor an event id (a UUID)");
+  }
+}
+
+std::pair<std::string, std::string> parse_aggregate(const std::string& text) {
+  auto colon = text.find(':');
+  if (colon == std::string::npos || colon == 0)
+    throw usage_error("--aggregate: expected TYPE:ID (e.g. order:o-42), got \"" + text + "\"");
+  return {text.substr(0, colon), text.substr(colon + 1)};
+}
+
+// ---- rendering ---------------------------------------------------------------------------
+
+std::string base64(const std::string& bytes) {
+  static const char* k = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  std::string out;
+  for (std::size_t i = 0; i < bytes.size(); i += 3) {
+    std::uint32_t n = static_cast<unsigned char>(bytes[i]) << 16;
+    if (i + 1 < bytes.size()) n |= static_cast<unsigned char>(bytes[i + 1]) << 8;
+    if (i + 2 < bytes.size()) n |= static_cast<unsigned char>(bytes[i + 2]);
+    out += k[(n >> 18) & 63];
+    out += k[(n >> 12) & 63];
+    out += i + 1 < bytes.size() ? k[(n >> 6) & 63] : '=';
+    out += i + 2 < bytes.size() ? k[n & 63] : '=';
+  }
+  return out;
+}
+
+// Valid UTF-8 with no control characters but tab and newlines: safe to print as text.
+bool printable_utf8(const std::string& s) {
+  for (std::size_t i = 0; i < s.size();) {
+    auto c = static_cast<unsigned char>(s[i]);
+    int extra = c < 0x80 ? 0 : (c >> 5) == 0x6 ? 1 : (c >> 4) == 0xE ? 2 : (c >> 3) == 0x1E ? 3 : -1;
+    if (extra < 0 || (c < 0x20 && c != '\t' && c != '\n' && c != '\r') || c == 0x7F) return false;
+    std::uint32_t cp = extra == 0 ? c : c & (0x3F >> extra);
+    for (int k = 1; k <= extra; ++k) {
+      if (i + k >= s.size() || (static_cast<unsigned char>(s[i + k]) & 0xC0) != 0x80) return false;
+      cp = (cp << 6) | (static_cast<unsigned char>(s[i + k]) & 0x3F);
+    }
+    const std::uint32_t min[] = {0, 0x80, 0x800, 0x10000};
+    if (cp < min[extra] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return false;
+    i += extra + 1;
+  }
+  return true;
+}
+
+std::string hex_dump(const std::string& bytes) {
+  std::string out;
+  char buf[24];
+  for (std::size_t i = 0; i < bytes.size(); ++i) {
+    if (i % 16 == 0) {
+      std::snprintf(buf, sizeof buf, "%s%06zx", i ? "\n" : "", i);
+      out += buf;
+    }
+    std::snprintf(buf, sizeof buf, " %02x", static_cast<unsigned char>(bytes[i]));
+    out += buf;
+  }
+  return out;
+}
+
+// One line, at most `width` characters (for table cells; JSON gets the whole text).
+std::string cell(const std::string& s, std::size_t width = 0) {
+  std::string out;
+  for (char c : s) out += static_cast<unsigned char>(c) < 0x20 ? ' ' : c;
+  if (width > 3 && out.size() > width) {
+    std::size_t cut = width - 3;
+    while (cut > 0 && (static_cast<unsigned char>(out[cut]) & 0xC0) == 0x80) --cut;  // not inside a UTF-8 sequence
+    out = out.substr(0, cut) + "...";
+  }
+  return out;
+}
+
+void print_table(const std::vector<std::string>& header, const std::vector<std::vector<std::string>>& rows) {
+  std::vector<std::size_t> width(header.size());
+  for (std::size_t i = 0; i < header.size(); ++i) width[i] = header[i].size();
+  for (const auto& r : rows)
+    for (std::size_t i = 0; i < r.size(); ++i) width[i] = std::max(width[i], r[i].size());
+  auto line = [&](const std::vector<std::string>& r) {
+    std::string s;
+    for (std::size_t i = 0; i < r.size(); ++i) s += i + 1 < r.size() ? r[i] + std::string(width[i] - r[i].size() + 2, ' ') : r[i];
+    std::cout << s << "\n";
+  };
+  line(header);
+  for (const auto& r : rows) line(r);
+}
+
+std::string duration(double seconds) {
+  if (seconds < 60) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%.1fs", seconds);
+    return buf;
+  }
+  auto s = static_cast<long long>(seconds);
+  std::string out;
+  if (s >= 86400) out += std::to_string(s / 86400) + "d";
+  if (s >= 3600) out += std::to_string(s / 3600 % 24) + "h";
+  return out + std::to_string(s / 60 % 60) + "m" + std::to_string(s % 60) + "s";
+}
+
+// Text columns of a database whose encoding is not UTF-8 may not be valid UTF-8: replace, never throw.
+void print_json(const Json& j) {
+  std::cout << j.dump(2, ' ', false, Json::error_handler_t::replace) << "\n";
+}
+
+template <class T>
+Json json_or_null(const std::optional<T>& v) {
+  return v ? Json(*v) : Json(nullptr);
+}
+
+// "1 event", "2 events".
+std::string count_of(long long n, const std::string& noun) {
+  return std::to_string(n) + " " + noun + (n == 1 ? "" : "s");
+}
+
+std::string or_dash(const std::optional<std::string>& v) { return v ? *v : "-"; }
+
+Json to_json(const pg::DeadLetter& d) {
+  return {{"seq", d.seq},           {"id", d.id},
+          {"aggregate_type", d.aggregate_type}, {"aggregate_id", d.aggregate_id},
+          {"event_type", d.event_type}, {"attempts", d.attempts},
+          {"dead_lettered_at", d.dead_lettered_at}, {"last_error", json_or_null(d.last_error)}};
+}
+
+void print_dead_letters(const std::vector<pg::DeadLetter>& rows, std::size_t error_width) {
+  std::vector<std::vector<std::string>> table;
+  for (const auto& d : rows)
+    table.push_back({std::to_string(d.seq), d.id, cell(d.aggregate_type + ":" + d.aggregate_id, 40),
+                     cell(d.event_type, 30), std::to_string(d.attempts), d.dead_lettered_at,
+                     cell(d.last_error.value_or("-"), error_width)});
+  print_table({"SEQ", "ID", "AGGREGATE", "EVENT TYPE", "ATTEMPTS", "DEAD-LETTERED AT", "LAST ERROR"}, table);
+}
+
+Json to_json(const pg::SessionInfo& s) {
+  return {{"pid", s.pid},
+          {"application_name", json_or_null(s.application_name)},
+          {"user", json_or_null(s.user)},
+          {"client_addr", json_or_null(s.client_addr)},
+          {"client_port", json_or_null(s.client_port)},
+          {"backend_start", json_or_null(s.backend_start)},
+          {"state", json_or_null(s.state)},
+          {"connected_seconds", json_or_null(s.connected_s)},
+          {"waits_for_lock", s.waits_for_lock}};
+}
+
+std::string client_of(const pg::SessionInfo& s) {
+  if (!s.client_addr) return s.backend_start ? "local socket" : "(hidden)";
+  return *s.client_addr + (s.client_port ? ":" + std::to_string(*s.client_port) : "");
+}
+
+// ---- the subcommands ----------------------------------------------------------------------
+
+struct Context {
+  const config::Config& config;
+  std::string conninfo;         // the CLI's own session, named apart from the relay's
+  std::string relay_app_name;   // what the relay's sessions are called
+  bool json;
+};
+
+int run_status(const Context& ctx) {
+  auto outbox = pg::PgStatus(ctx.conninfo, ctx.config.database.schema).read();
+  auto activity = pg::PgAdmin(ctx.conninfo, ctx.config.database.schema, ctx.relay_app_name).activity();
+  const bool deletes = ctx.config.relay.mark_mode == "delete";
+  const std::string where = ctx.config.database.url.empty() ? "(PG* environment)" : pg::redact_conninfo(ctx.config.database.url);
+  if (ctx.json) {
+    Json others = Json::array();
+    for (const auto& s : activity.others) others.push_back(to_json(s));
+    Json j{{"database", where},
+           {"schema", ctx.config.database.schema},
+           {"database_time", activity.now},
+           {"backlog", outbox.backlog},
+           {"oldest_unpublished_age_seconds", outbox.oldest_unpublished_age_s},
+           {"dead_lettered", outbox.dead_lettered},
+           {"held_back", activity.held_back},
+           {"mark_mode", ctx.config.relay.mark_mode},
+           // Not kept in mark_mode delete: null rather than a misleading 0.
+           {"published_last_minute", deletes ? Json(nullptr) : json_or_null(activity.published_last_minute)},
+           {"published_last_hour", deletes ? Json(nullptr) : json_or_null(activity.published_last_hour)},
+           {"last_published_at", deletes ? Json(nullptr) : json_or_null(activity.last_published_at)},
+           {"owner", activity.owner ? to_json(*activity.owner) : Json(nullptr)},
+           {"other_sessions", others}};
+    print_json(j);
+    return 0;
+  }
+  std::cout << "outbox          " << ctx.config.database.schema << ".outbox_events on " << where << "\n"
+            << "database time   " << activity.now << "\n"
+            << "backlog         " << count_of(outbox.backlog, "event") << " waiting";
+  if (outbox.backlog > 0) std::cout << ", the oldest for " << duration(outbox.oldest_unpublished_age_s);
+  if (activity.held_back > 0) std::cout << "; " << activity.held_back << " of them held back behind dead letters";
+  std::cout << "\ndead-lettered   " << count_of(outbox.dead_lettered, "event")
+            << (outbox.dead_lettered > 0 ? " (see: outbox-relay dead-letters list)" : "") << "\npublished       ";
+  if (deletes)
+    std::cout << "not kept (relay.mark_mode=delete deletes rows once published)";
+  else if (!activity.published_counted)
+    std::cout << "not counted (the table is too large to count within 3 s)";
+  else
+    std::cout << *activity.published_last_minute << " in the last minute, " << *activity.published_last_hour
+              << " in the last hour, last at " << or_dash(activity.last_published_at);
+  std::cout << "\npublish lock    ";
+  if (const auto& o = activity.owner)
+    std::cout << "held by pid " << o->pid << " (" << o->application_name.value_or("?") << ", user "
+              << o->user.value_or("?") << ", " << client_of(*o) << "), state " << o->state.value_or("(hidden)")
+              << (o->connected_s ? ", for " + duration(*o->connected_s) + " (since its session began at " +
+                                       o->backend_start.value_or("?") + ")"
+                                 : "")
+              << "\n";
+  else
+    std::cout << "free: no relay is publishing this outbox\n";
+  if (!activity.others.empty()) {
+    std::cout << "\nother sessions named " << ctx.relay_app_name
+              << " (wake-up listeners, relays that lost the lock; a standby relay reconnects to try the lock):\n";
+    std::vector<std::vector<std::string>> table;
+    for (const auto& s : activity.others)
+      table.push_back({std::to_string(s.pid), s.user.value_or("?"), client_of(s), s.backend_start.value_or("(hidden)"),
+                       s.state.value_or("(hidden)"), s.waits_for_lock ? "waiting" : "-"});
+    print_table({"PID", "USER", "CLIENT", "CONNECTED SINCE", "STATE", "PUBLISH LOCK"}, table);
+  }
+  return 0;
+}
+
+int run_list(const Context& ctx, const std::string& aggregate, long long limit) {
+  std::optional<std::pair<std::string, std::string>> agg;
+  if (!aggregate.empty()) agg = parse_aggregate(aggregate);
+  pg::PgAdmin admin(ctx.conninfo, ctx.config.database.schema, ctx.relay_app_name);
+  auto page = admin.list_dead_letters(agg ? std::optional(agg->first) : std::nullopt,
+                                      agg ? std::optional(agg->second) : std::nullopt, limit);
+  if (ctx.json) {
+    Json rows = Json::array();
+    for (const auto& d : page.rows) rows.push_back(to_json(d));
+    print_json(Json{{"total", page.total}, {"events", rows}});
+    return 0;
+  }
+  if (page.rows.empty()) {
+    std::cout << "no dead-lettered events" << (agg ? " for " + aggregate : "") << "\n";
+    return 0;
+  }
+  print_dead_letters(page.rows, 60);
+  std::cout << page.rows.size() << " of " << count_of(page.total, "dead-lettered event")
+            << (static_cast<long long>(page.rows.size()) < page.total ? " (raise --limit to see more)" : "") << "\n";
+  return 0;
+}
+
+int run_show(const Context& ctx, const std::string& ref) {
+  pg::EventRefs refs;
+  add_event_ref(ref, refs);
+  auto found = pg::PgAdmin(ctx.conninfo, ctx.config.database.schema, ctx.relay_app_name).find_event(refs);
+  if (!found) throw nothing_matched("no event with " + std::string(refs.seqs.empty() ? "id " : "seq ") + ref + " in " +
+                                   ctx.config.database.schema + ".outbox_events");
+  const auto& e = *found;
+  const std::string state = e.dead_lettered_at ? "dead-lettered" : e.published_at ? "published" : "pending";
+  const bool text = e.payload && printable_utf8(*e.payload);
+  if (ctx.json) {
+    auto headers = Json::parse(e.headers, nullptr, false);
+    Json payload{{"size", e.payload ? e.payload->size() : 0},
+                 {"encoding", !e.payload ? Json(nullptr) : Json(text ? "utf-8" : "base64")},
+                 {"data", !e.payload ? Json(nullptr) : Json(text ? *e.payload : base64(*e.payload))}};
+    Json j{{"seq", e.seq},
+           {"id", e.id},
+           {"state", state},
+           {"aggregate_type", e.aggregate_type},
+           {"aggregate_id", e.aggregate_id},
+           {"event_type", e.event_type},
+           {"topic", json_or_null(e.topic)},
+           {"headers", headers.is_discarded() ? Json(e.headers) : headers},
+           {"payload", payload},
+           {"created_at", e.created_at},
+           {"published_at", json_or_null(e.published_at)},
+           {"attempts", e.attempts},
+           {"next_attempt_at", json_or_null(e.next_attempt_at)},
+           {"last_error", json_or_null(e.last_error)},
+           {"dead_lettered_at", json_or_null(e.dead_lettered_at)},
+           {"later_events_waiting", e.waiting_behind}};
+    print_json(j);
+    return 0;
+  }
+  std::string held;
+  if (e.dead_lettered_at)
+    held = " (" + std::to_string(e.waiting_behind) + " later events of its aggregate wait behind it)";
+  std::cout << "seq               " << e.seq << "\n"
+            << "id                " << e.id << "\n"
+            << "state             " << state << held << "\n"
+            << "aggregate         " << e.aggregate_type << ":" << e.aggregate_id << "\n"
+            << "event type        " << e.event_type << "\n"
+            << "topic             " << e.topic.value_or("- (from kafka.topic_template)") << "\n"
+            << "created at        " << e.created_at << "\n"
+            << "published at      " << or_dash(e.published_at) << "\n"
+            << "attempts          " << e.attempts << "\n"
+            << "next attempt at   " << or_dash(e.next_attempt_at) << "\n"
+            << "dead-lettered at  " << or_dash(e.dead_lettered_at) << "\n"
+            << "last error        " << or_dash(e.last_error) << "\n"
+            << "headers           " << e.headers << "\n"
+            << "payload           ";
+  if (!e.payload)
+    std::cout << "NULL (0 bytes)\n";
+  else if (text)
+    std::cout << e.payload->size() << " bytes, UTF-8 text:\n" << *e.payload << "\n";
+  else
+    std::cout << e.payload->size() << " bytes, binary (hex):\n" << hex_dump(*e.payload) << "\n";
+  return 0;
+}
+
+// requeue and purge: named events (all or nothing) or --all.
+int run_change(const Context& ctx, const std::vector<std::string>& events, bool all, bool purge, bool yes) {
+  const std::string verb = purge ? "purge" : "requeue";
+  if (all && !events.empty()) throw usage_error("give event seqs/ids or --all, not both");
+  if (!all && events.empty()) throw usage_error("name the dead-lettered events to " + verb + " (seq or id), or --all");
+  if (purge && all && !yes)
+    throw usage_error("purge --all deletes every dead-lettered event for good; add --yes if that is what you want");
+  pg::EventRefs refs;
+  for (const auto& e : events) add_event_ref(e, refs);
+  pg::PgAdmin admin(ctx.conninfo, ctx.config.database.schema, ctx.relay_app_name);
+  auto out = purge ? admin.purge(refs, all) : admin.requeue(refs, all);
+  if (!out.missing.empty()) {
+    std::string msg = "nothing changed: these do not name a dead-lettered event:";
+    for (const auto& m : out.missing) msg += "\n  " + m;
+    throw nothing_matched(msg);
+  }
+  const std::string done = purge ? "purged" : "requeued";
+  if (ctx.json) {
+    Json rows = Json::array();
+    for (const auto& d : out.rows) rows.push_back(to_json(d));
+    print_json(Json{{done, out.rows.size()}, {"events", rows}});
+    return 0;
+  }
+  if (out.rows.empty()) {
+    std::cout << "no dead-lettered events to " << verb << "\n";
+    return 0;
+  }
+  print_dead_letters(out.rows, 40);
+  std::cout << done << " " << count_of(static_cast<long long>(out.rows.size()), "event") << "; "
+            << (purge ? "they are gone, and the later events of their aggregates flow again"
+                      : "the relay publishes each again before the later events of its aggregate")
+            << " (relay woken)\n";
+  return 0;
+}
+
+int run_replay(const Context& ctx, const std::string& from_seq,
+               const std::string& to_seq, const std::string& aggregate, const std::string& since,
+               const std::string& until, long long limit, bool dry_run) {
+  std::vector<std::string> families;
+  if (!from_seq.empty() || !to_seq.empty()) families.emplace_back("--from-seq/--to-seq");
+  if (!aggregate.empty()) families.emplace_back("--aggregate");
+  if (!since.empty() || !until.empty()) families.emplace_back("--since/--until");
+  if (families.empty())
+    throw usage_error("replay needs one selector: --from-seq A --to-seq B, --aggregate TYPE:ID, or --since TS [--until TS]");
+  if (families.size() > 1)
+    throw usage_error("replay takes one selector family, got " + families[0] + " and " + families[1]);
+  pg::ReplaySelector sel;
+  if (!from_seq.empty() || !to_seq.empty()) {
+    if (from_seq.empty() || to_seq.empty()) throw usage_error("--from-seq and --to-seq go together (both inclusive)");
+    sel.from_seq = parse_seq(from_seq, "--from-seq");
+    sel.to_seq = parse_seq(to_seq, "--to-seq");
+    if (*sel.from_seq > *sel.to_seq) throw usage_error("--from-seq " + from_seq + " is after --to-seq " + to_seq);
+  }
+  if (!aggregate.empty()) std::tie(sel.aggregate_type, sel.aggregate_id) = parse_aggregate(aggregate);
+  if (!until.empty() && since.empty()) throw usage_error("--until needs --since");
+  if (!since.empty()) sel.since = since;
+  if (!until.empty()) sel.until = until;
+
+  auto out = pg::PgAdmin(ctx.conninfo, ctx.config.database.schema, ctx.relay_app_name).replay(sel, limit, dry_run);
+  if (out.over_limit)
+    throw usage_error("more than " + std::to_string(limit) +
+                     " published events match; nothing replayed. Narrow the selector or raise --limit (--limit 0: no limit)");
+  const bool deletes = ctx.config.relay.mark_mode == "delete";
+  const std::string gone =
+      "relay.mark_mode is delete: the relay deletes rows once published, so there is nothing left to replay "
+      "(replay from Kafka instead)";
+  if (deletes && out.matched == 0) throw nothing_matched(gone);
+  if (ctx.json) {
+    Json j{{"dry_run", dry_run},           {"matched", out.matched},
+           {"replayed", out.replayed},     {"min_seq", json_or_null(out.min_seq)},
+           {"max_seq", json_or_null(out.max_seq)}, {"aggregates", out.aggregates},
+           {"held_back", out.held_back},   {"limit", limit},
+           {"mark_mode", ctx.config.relay.mark_mode}};
+    print_json(j);
+    return 0;
+  }
+  std::string range = out.matched ? " (seq " + std::to_string(*out.min_seq) + ".." + std::to_string(*out.max_seq) +
+                                        ", " + count_of(out.aggregates, "aggregate") + ")"
+                                  : "";
+  if (dry_run)
+    std::cout << "would replay " << count_of(out.matched, "published event") << range << "; nothing changed (--dry-run)\n";
+  else
+    std::cout << "replayed " << count_of(out.replayed, "published event") << range
+              << (out.replayed ? "; the relay publishes them again in seq order (relay woken)" : "") << "\n";
+  if (out.held_back > 0)
+    std::cout << out.held_back << " of them wait behind a dead-lettered event of their aggregate "
+              << "(see: outbox-relay dead-letters list)\n";
+  if (deletes) std::cout << "note: " << gone << "; only rows left from before matched\n";
+  if (out.matched == 0 && ctx.config.retention.published_hours > 0)
+    std::cout << "note: retention deletes rows published more than " << ctx.config.retention.published_hours
+              << " h ago (retention.published_hours); older events cannot be replayed from the outbox\n";
+  return 0;
+}
+
+}  // namespace
+
+AdminCommands::AdminCommands(CLI::App& cli, const std::function<void(CLI::App*)>& common) {
+  const CLI::Validator count(
+      [](const std::string& v) {
+        return !v.empty() && v.size() <= 18 && std::all_of(v.begin(), v.end(), [](unsigned char c) { return std::isdigit(c); })
+                   ? std::string()
+                   : "expected a whole number, 0 or more, got \"" + v + "\"";
+      },
+      "N>=0");
+  auto json = [&](CLI::App* sub) {
+    common(sub);
+    sub->add_flag("--json", flags_.json, "Print JSON for scripts");
+  };
+  status_ = cli.add_subcommand("status", "Backlog, lag, dead letters, throughput and which relay holds the publish lock");
+  json(status_);
+
+  dead_letters_ = cli.add_subcommand("dead-letters", "List, show, requeue or purge dead-lettered events");
+  dead_letters_->require_subcommand(1);
+  list_ = dead_letters_->add_subcommand("list", "Dead-lettered events in seq order");
+  json(list_);
+  list_->add_option("--limit", flags_.list_limit, "At most this many rows (0: all)")
+      ->check(count)->capture_default_str();
+  list_->add_option("--aggregate", flags_.aggregate, "Only this aggregate, as TYPE:ID");
+  show_ = dead_letters_->add_subcommand("show", "Every column of one event, payload included");
+  json(show_);
+  show_->add_option("event", flags_.events, "seq or event id (UUID)")->required()->expected(1);
+  requeue_ = dead_letters_->add_subcommand("requeue", "Send dead-lettered events again, in order (wakes the relay)");
+  json(requeue_);
+  requeue_->add_option("events", flags_.events, "seqs or event ids (UUIDs)");
+  requeue_->add_flag("--all", flags_.all, "Every dead-lettered event");
+  purge_ = dead_letters_->add_subcommand("purge", "Delete dead-lettered events; later events of their aggregates flow again");
+  json(purge_);
+  purge_->add_option("events", flags_.events, "seqs or event ids (UUIDs)");
+  purge_->add_flag("--all", flags_.all, "Every dead-lettered event (needs --yes)");
+  purge_->add_flag("--yes", flags_.yes, "Confirm --all");
+
+  replay_ = cli.add_subcommand("replay", "Publish already-published events again (wakes the relay)");
+  json(replay_);
+  replay_->add_option("--from-seq", flags_.from_seq, "First seq (inclusive), with --to-seq");
+  replay_->add_option("--to-seq", flags_.to_seq, "Last seq (inclusive), with --from-seq");
+  replay_->add_option("--aggregate", flags_.aggregate, "Every published event of one aggregate, as TYPE:ID");
+  replay_->add_option("--since", flags_.since, "Published at or after this time (parsed by PostgreSQL; no zone: UTC)");
+  replay_->add_option("--until", flags_.until, "Published before this time, with --since");
+  replay_->add_flag("--dry-run", flags_.dry_run, "Count what would be replayed; change nothing");
+  replay_->add_option("--limit", flags_.replay_limit, "Refuse when more events match (0: no limit)")
+      ->check(count)->capture_default_str();
+}
+
+bool AdminCommands::selected() const { return status_->parsed() || dead_letters_->parsed() || replay_->parsed(); }
+
+int AdminCommands::run(const config::Config& config) const {
+  std::string name = status_->parsed() ? "status" : replay_->parsed() ? "replay" : "dead-letters";
+  for (auto* sub : {list_, show_, requeue_, purge_})
+    if (sub->parsed()) name += " " + sub->get_name();
+  auto fail = [&](std::string msg, int code) {
+    while (!msg.empty() && std::isspace(static_cast<unsigned char>(msg.back()))) msg.pop_back();
+    std::cerr << "outbox-relay " << name << ": " << pg::redact_conninfo(msg) << "\n";
+    return code;
+  };
+  try {
+    (void)pg::quoted_identifier(config.database.schema, "database.schema");
+    // Its own session name, so the relay's sessions are told apart from this one.
+    auto params = pg::parse_conninfo(effective_conninfo(config), "database.url");
+    Context ctx{config, "", params["application_name"], flags_.json};
+    params["application_name"] = ctx.relay_app_name + "-cli";
+    ctx.conninfo = pg::render_conninfo(params);
+
+    if (status_->parsed()) return run_status(ctx);
+    if (list_->parsed()) return run_list(ctx, flags_.aggregate, flags_.list_limit);
+    if (show_->parsed()) return run_show(ctx, flags_.events.at(0));
+    if (requeue_->parsed()) return run_change(ctx, flags_.events, flags_.all, false, false);
+    if (purge_->parsed()) return run_change(ctx, flags_.events, flags_.all, true, flags_.yes);
+    return run_replay(ctx, flags_.from_seq, flags_.to_seq, flags_.aggregate, flags_.since, flags_.until,
+                      flags_.replay_limit, flags_.dry_run);
+  } catch (const CommandError& e) {
+    return fail(e.what(), e.exit_code());
+  } catch (const pg::BadArgument& e) {
+    return fail(e.what(), kExitUsage);
+  } catch (const ConfigError& e) {
+    return fail(e.what(), kExitConfig);
+  } catch (const TransientError& e) {
+    return fail(std::string("database unavailable: ") + e.what(), kExitFailure);
+  } catch (const std::exception& e) {
+    return fail(e.what(), kExitFailure);
+  }
+}
+
+}  // namespace outbox::relay::app
