@@ -17,6 +17,10 @@ RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-ins
     && rm -rf /var/lib/apt/lists/* \
     && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin outbox-relay
 COPY --from=build /src/build/relay/outbox-relay /usr/local/bin/outbox-relay
+# /healthz, /readyz and /metrics must be reachable from outside the container (the binary's
+# default is loopback only).
+ENV OUTBOX_RELAY_HTTP_LISTEN=0.0.0.0:9464
+EXPOSE 9464
 USER 10001
 ENTRYPOINT ["/usr/local/bin/outbox-relay"]
 CMD ["run"]

@@ -8,6 +8,7 @@ packages=(
   libpqxx-dev libpq-dev librdkafka-dev libboost-dev libboost-system-dev
   libyaml-cpp-dev catch2 libcli11-dev nlohmann-json3-dev
   postgresql postgresql-client kcat util-linux procps
+  systemd binutils
 )
 
 missing=()
