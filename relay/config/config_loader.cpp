@@ -6,6 +6,7 @@
 #include <cctype>
 #include <charconv>
 #include <functional>
+#include <regex>
 
 #include "relay/core/errors.hpp"
 #include "relay/pg/pg_conninfo.hpp"
@@ -271,6 +272,14 @@ bool secret_property(const std::string& name) {
          n == "sasl.jaas.config" || n == "ssl.key.password" || n == "ssl_key";
 }
 
+// Kubernetes injects <SERVICE>_SERVICE_HOST, <SERVICE>_PORT_9464_TCP... for every Service
+// in the namespace (unless enableServiceLinks is false); a Service named outbox-relay* gives
+// OUTBOX_RELAY_* names that are not settings and must not stop the relay.
+bool kubernetes_service_link(const std::string& name) {
+  static const std::regex link("^[A-Z0-9_]*(SERVICE_HOST|SERVICE_PORT(_[A-Z0-9_]+)?|PORT(_[0-9]+_(TCP|UDP|SCTP)(_(PROTO|PORT|ADDR))?)?)$");
+  return std::regex_match(name, link);
+}
+
 std::map<std::string, std::string> relay_environment() {
   std::map<std::string, std::string> env;
   for (char** e = environ; e != nullptr && *e != nullptr; ++e) {
@@ -300,7 +309,7 @@ Config load_config(const ConfigSources& sources) {
       if (env_name(s.key) == name) match = &s;
     if (match != nullptr)
       l.apply(match->key, value, " (from " + name + ")");
-    else if (name != "OUTBOX_RELAY_CONFIG")
+    else if (name != "OUTBOX_RELAY_CONFIG" && !kubernetes_service_link(name))
       l.error(name + ": unknown environment variable (not a relay setting)");
   }
   for (const auto& [key, value] : sources.overrides) l.apply(key, value, " (from the command line)");

@@ -149,3 +149,19 @@ TEST_CASE("the reference lists every key with its environment variable", "[confi
   CHECK(found);
   CHECK(ref.size() > 20);
 }
+
+TEST_CASE("Kubernetes service-link variables named OUTBOX_RELAY_* are not mistaken for settings", "[config]") {
+  ConfigSources s;
+  s.environment = {{"OUTBOX_RELAY_KAFKA_BROKERS", "k:9092"},
+                   {"OUTBOX_RELAY_SERVICE_HOST", "10.0.0.7"},
+                   {"OUTBOX_RELAY_SERVICE_PORT", "9464"},
+                   {"OUTBOX_RELAY_METRICS_SERVICE_PORT_METRICS", "9464"},
+                   {"OUTBOX_RELAY_PORT", "tcp://10.0.0.7:9464"},
+                   {"OUTBOX_RELAY_PORT_9464_TCP", "tcp://10.0.0.7:9464"},
+                   {"OUTBOX_RELAY_PORT_9464_TCP_PROTO", "tcp"},
+                   {"OUTBOX_RELAY_PORT_9464_TCP_PORT", "9464"},
+                   {"OUTBOX_RELAY_PORT_9464_TCP_ADDR", "10.0.0.7"}};
+  CHECK(load_config(s).kafka.brokers == "k:9092");
+  s.environment["OUTBOX_RELAY_HTTP_LISTN"] = "0.0.0.0:1";  // a misspelt setting still fails
+  CHECK_THAT(load_error(s), Catch::Contains("OUTBOX_RELAY_HTTP_LISTN: unknown environment variable"));
+}
