@@ -105,7 +105,9 @@ class Lifecycle {
     if (!listen.empty()) http_ = std::make_unique<http::HttpServer>(io_, listen, std::move(handler));
   }
 
-  void start(const RelayStats& stats, milliseconds report_every) {
+  // `stall_limit`: how long one step may legitimately keep the relay thread busy (a broker
+  // round trip up to the delivery timeout, a statement up to its timeout).
+  void start(const RelayStats& stats, milliseconds report_every, milliseconds stall_limit) {
     signals_.async_wait([this](const boost::system::error_code& ec, int signo) {
       if (ec) return;
       logger_.log(LogLevel::info, "signal_received",
@@ -115,7 +117,8 @@ class Lifecycle {
       timer_.cancel();
     });
     schedule_report(stats, report_every);
-    if (auto timeout = systemd_.watchdog()) schedule_watchdog(stats, *timeout);
+    if (auto timeout = systemd_.watchdog())
+      schedule_watchdog(stats, *timeout, std::max<std::chrono::microseconds>(*timeout, stall_limit));
     thread_ = std::thread([this] { io_.run(); });
   }
 
@@ -146,18 +149,18 @@ class Lifecycle {
   }
 
   // Pings systemd's watchdog at half its timeout, but only while the relay thread shows a
-  // heartbeat younger than the timeout: a hung relay thread stops the pings and systemd
+  // heartbeat younger than `stall_limit`: a hung relay thread stops the pings and systemd
   // restarts the service. Waiting for a database or broker is not a hang.
-  void schedule_watchdog(const RelayStats& stats, std::chrono::microseconds timeout) {
+  void schedule_watchdog(const RelayStats& stats, std::chrono::microseconds timeout, std::chrono::microseconds stall_limit) {
     watchdog_timer_.expires_after(timeout / 2);
-    watchdog_timer_.async_wait([this, &stats, timeout](const boost::system::error_code& ec) {
+    watchdog_timer_.async_wait([this, &stats, timeout, stall_limit](const boost::system::error_code& ec) {
       if (ec) return;
       const auto beat = std::chrono::nanoseconds(stats.heartbeat_ns.load());
-      if (std::chrono::steady_clock::now().time_since_epoch() - beat < timeout) systemd_.notify("WATCHDOG=1");
+      if (std::chrono::steady_clock::now().time_since_epoch() - beat < stall_limit) systemd_.notify("WATCHDOG=1");
       else
         logger_.log(LogLevel::error, "watchdog_missed",
                     {{"note", "the relay thread has not made progress; systemd will restart the service"}});
-      schedule_watchdog(stats, timeout);
+      schedule_watchdog(stats, timeout, stall_limit);
     });
   }
 
@@ -206,7 +209,9 @@ void validate(const config::Config& c) {
   }
 }
 
-int run_relay(const config::Config& c, Logger& logger) {
+namespace {
+
+int run_relay_until_stopped(const config::Config& c, Logger& logger) {
   validate(c);
   const std::string conninfo = effective_conninfo(c);
   logger.log(LogLevel::info, "starting",
@@ -226,12 +231,16 @@ int run_relay(const config::Config& c, Logger& logger) {
                                   logger);
   std::atomic<std::uint64_t> retention_deleted{0};
 
-  // Ready while steps reach the database and the broker; a standby relay is alive, not ready.
+  // Ready while steps reach the database and the broker; a standby is ready while the
+  // database keeps answering that another instance holds the publish lock (it retries at most
+  // 10 s apart), so rolling updates and disruption budgets treat it as the healthy spare it is.
+  // Who publishes is outbox_relay_is_publisher.
   const auto ready_window = std::max(milliseconds(10'000), 3 * milliseconds(c.relay.poll_interval_ms));
-  auto ready = [&stats, ready_window] {
+  auto ready = [&stats, &store, ready_window] {
     auto age = std::chrono::steady_clock::now().time_since_epoch() - std::chrono::nanoseconds(stats.last_ok_steady_ns.load());
-    return stats.last_step_ok.load() && age < ready_window;
+    return (stats.last_step_ok.load() && age < ready_window) || store.standing_by(std::chrono::seconds(30));
   };
+
   // The status query and retention run on sessions of their own, named apart, with a short
   // statement timeout.
   auto side_session = [&](const std::string& suffix) {
@@ -245,7 +254,8 @@ int run_relay(const config::Config& c, Logger& logger) {
     if (path == "/healthz") return {200, "text/plain; charset=utf-8", "ok\n"};
     if (path == "/readyz")
       return ready() ? http::HttpResponse{200, "text/plain; charset=utf-8", "ready\n"}
-                     : http::HttpResponse{503, "text/plain; charset=utf-8", "not ready: the last step did not reach the database and the broker\n"};
+                     : http::HttpResponse{503, "text/plain; charset=utf-8",
+                                          "not ready: the last step did not reach the database and the broker\n"};
     if (path == "/metrics") {
       MetricsInputs in{stats, std::nullopt};
       try {
@@ -261,7 +271,9 @@ int run_relay(const config::Config& c, Logger& logger) {
     }
     return {404, "text/plain; charset=utf-8", "not found: try /healthz, /readyz or /metrics\n"};
   });
-  lifecycle.start(stats, std::chrono::seconds(10));
+  lifecycle.start(stats, std::chrono::seconds(10),
+                  milliseconds(c.kafka.delivery_timeout_ms) + milliseconds(c.database.statement_timeout_ms) +
+                      std::chrono::seconds(10));
   auto& stop = lifecycle.stop_flag();
   lifecycle.systemd().notify("READY=1\nSTATUS=waiting for the database");
 
@@ -324,6 +336,18 @@ int run_relay(const config::Config& c, Logger& logger) {
              {{"published_total", std::to_string(stats.published_total.load())},
               {"clean", exit == RunnerExit::stopped ? "true" : "false"}});
   return exit == RunnerExit::stopped ? 0 : kExitFailure;
+}
+
+}  // namespace
+
+int run_relay(const config::Config& c, Logger& logger) {
+  try {
+    return run_relay_until_stopped(c, logger);
+  } catch (const SchemaError& e) {
+    logger.log(LogLevel::error, "fatal",
+               {{"error", e.what()}, {"exit_code", std::to_string(kExitSchemaUnavailable)}});
+    return kExitSchemaUnavailable;
+  }
 }
 
 int run_migrate(const config::Config& c, Logger& logger) {

@@ -9,6 +9,9 @@ namespace outbox::relay::app {
 // sysexits.h: EX_CONFIG, so systemd's RestartPreventExitStatus can tell a bad config apart.
 constexpr int kExitConfig = 78;
 constexpr int kExitFailure = 1;
+// sysexits.h: EX_UNAVAILABLE. The outbox table is missing or lacks columns (run `migrate`).
+// Unlike 78 it should be restarted: a migration may still be running.
+constexpr int kExitSchemaUnavailable = 69;
 
 int run_relay(const config::Config& config, Logger& logger);
 int run_migrate(const config::Config& config, Logger& logger);

@@ -18,6 +18,13 @@ class FatalError : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// The outbox table is missing or lacks columns: fatal now, but a migration (a Kubernetes Job,
+// a deploy step) may be on its way, so a supervisor should restart the relay rather than stop.
+class SchemaError : public FatalError {
+ public:
+  using FatalError::FatalError;
+};
+
 // A configuration value is wrong; the message names the key.
 class ConfigError : public std::runtime_error {
  public:

@@ -2,6 +2,7 @@
 
 #include <librdkafka/rdkafka.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <string_view>
 
@@ -29,6 +30,18 @@ bool permanent(rd_kafka_resp_err_t err) {
       return false;
   }
 }
+
+// Topic errors in metadata that no retry of the message fixes (an operator has to act).
+bool refusing_topic(rd_kafka_resp_err_t err) {
+  return err == RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED || err == RD_KAFKA_RESP_ERR_TOPIC_EXCEPTION ||
+         err == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART;
+}
+
+// How long send() waits for a topic's metadata the first time it sees the topic; without an
+// answer the message is sent anyway (the broker may just be away: that is transient).
+constexpr std::chrono::milliseconds kTopicCheckTimeout{2000};
+// How long a refused or unanswered topic check is reused before the metadata is asked again.
+constexpr std::chrono::milliseconds kTopicVerdictReuse{1000};
 
 DeliveryResult classify(rd_kafka_resp_err_t err) {
   if (err == RD_KAFKA_RESP_ERR_NO_ERROR) return {DeliveryStatus::delivered, {}};
@@ -125,12 +138,42 @@ void KafkaPublisher::on_delivery(rd_kafka_s* /*rk*/, const rd_kafka_message_s* m
       rd_kafka_message_status(msg) != RD_KAFKA_MSG_STATUS_PERSISTED)
     result = {DeliveryStatus::transient_failure, "delivery status not PERSISTED"};
   if (msg->err == RD_KAFKA_RESP_ERR__FATAL) self->rebuild_ = true;
+  if (msg->err == RD_KAFKA_RESP_ERR__MSG_TIMED_OUT) self->timed_out_topics_.emplace_back(rd_kafka_topic_name(msg->rkt));
   if (index < self->results_.size()) self->results_[index] = std::move(result);
   --self->outstanding_;
 }
 
+std::optional<DeliveryResult> KafkaPublisher::refused_topic(const std::string& topic) {
+  if (usable_topics_.contains(topic)) return std::nullopt;
+  const auto now = std::chrono::steady_clock::now();
+  if (auto it = checked_topics_.find(topic); it != checked_topics_.end() && now - it->second.at < kTopicVerdictReuse)
+    return it->second.refusal;
+  std::optional<DeliveryResult> verdict;
+  bool usable = false;
+  if (rd_kafka_topic_t* rkt = rd_kafka_topic_new(handle_->rk, topic.c_str(), nullptr)) {
+    const rd_kafka_metadata_t* md = nullptr;
+    const auto wait = std::min(options_.delivery_timeout, kTopicCheckTimeout);
+    if (rd_kafka_metadata(handle_->rk, 0, rkt, &md, static_cast<int>(wait.count())) == RD_KAFKA_RESP_ERR_NO_ERROR) {
+      if (md->topic_cnt == 1 && md->topics[0].err == RD_KAFKA_RESP_ERR_NO_ERROR && md->topics[0].partition_cnt > 0)
+        usable = true;
+      else if (md->topic_cnt == 1 && refusing_topic(md->topics[0].err))
+        verdict = DeliveryResult{DeliveryStatus::permanent_failure,
+                                 classify(md->topics[0].err).detail + " (topic " + topic + ", in the broker's metadata)"};
+      rd_kafka_metadata_destroy(md);
+    }
+    rd_kafka_topic_destroy(rkt);
+  }
+  if (usable) {
+    usable_topics_.insert(topic);
+    return std::nullopt;
+  }
+  checked_topics_[topic] = {verdict, std::chrono::steady_clock::now()};
+  return verdict;
+}
+
 std::optional<DeliveryResult> KafkaPublisher::send(const Message& m) {
   if (!handle_) create();
+  if (auto refused = refused_topic(m.topic)) return refused;
   rd_kafka_headers_t* headers = rd_kafka_headers_new(m.headers.size());
   for (const auto& [k, v] : m.headers)
     rd_kafka_header_add(headers, k.data(), static_cast<ssize_t>(k.size()), v.data(),
@@ -161,6 +204,8 @@ std::vector<DeliveryResult> KafkaPublisher::await() {
   while (outstanding_ > 0) rd_kafka_poll(handle_->rk, 100);
   auto out = std::move(results_);
   results_.clear();
+  for (const auto& topic : timed_out_topics_) usable_topics_.erase(topic);
+  timed_out_topics_.clear();
   if (rebuild_ || (handle_ && rd_kafka_fatal_error(handle_->rk, nullptr, 0) != RD_KAFKA_RESP_ERR_NO_ERROR)) {
     char reason[512] = "";
     rd_kafka_fatal_error(handle_->rk, reason, sizeof reason);

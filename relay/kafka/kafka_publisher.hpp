@@ -7,7 +7,10 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
+#include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "relay/core/logger.hpp"
@@ -51,6 +54,11 @@ class KafkaPublisher final : public Publisher {
   struct Handle;
   void create();
   static void on_delivery(rd_kafka_s* rk, const rd_kafka_message_s* msg, void* opaque);
+  // A permanent failure when the broker's metadata refuses the topic (authorization, unknown
+  // topic, invalid name). librdkafka 2.0.2 holds a message for such a topic until
+  // message.timeout.ms and reports a timeout, so without this check the row would be retried
+  // as transient for ever and each batch carrying it would hold up the relay that long.
+  std::optional<DeliveryResult> refused_topic(const std::string& topic);
 
   KafkaOptions options_;
   Logger& logger_;
@@ -58,6 +66,17 @@ class KafkaPublisher final : public Publisher {
   std::vector<DeliveryResult> results_;  // indexed by send order since the last await()
   std::size_t outstanding_ = 0;
   bool rebuild_ = false;  // a fatal producer error was seen: recreate after the batch
+  // Topics whose metadata showed partitions and no error; looked up again after a message to
+  // one of them timed out.
+  std::unordered_set<std::string> usable_topics_;
+  // Other topics' verdicts (refused, or metadata not available) and when they were reached;
+  // reused for a second, so a batch with many rows for such a topic asks once.
+  struct TopicVerdict {
+    std::optional<DeliveryResult> refusal;
+    std::chrono::steady_clock::time_point at;
+  };
+  std::unordered_map<std::string, TopicVerdict> checked_topics_;
+  std::vector<std::string> timed_out_topics_;  // from delivery reports, handled in await()
   std::atomic<std::uint64_t> restarts_{0};
 };
 

@@ -19,8 +19,8 @@ void rethrow_translated(const std::string& what) {
     std::string msg = e.what();
     while (!msg.empty() && msg.back() == '\n') msg.pop_back();
     if (state == "42P01" || state == "42703" || state == "42883")
-      throw FatalError(what + ": the outbox schema is missing or has the wrong shape (" + msg +
-                       "); run `outbox-relay migrate` or check database.schema");
+      throw SchemaError(what + ": the outbox schema is missing or has the wrong shape (" + msg +
+                        "); run `outbox-relay migrate` or check database.schema");
     if (state == "42501")
       throw FatalError(what + ": permission denied (" + msg +
                        "); grant the relay role what schema/roles/relay_role.sql grants");

@@ -102,6 +102,11 @@ void PgOutboxStore::reset() {
   publisher_ = false;
 }
 
+bool PgOutboxStore::standing_by(std::chrono::nanoseconds within) const {
+  const auto seen = standby_seen_ns_.load();
+  return seen != 0 && std::chrono::steady_clock::now().time_since_epoch() - std::chrono::nanoseconds(seen) < within;
+}
+
 struct PgOutboxStore::Session {
   explicit Session(const std::string& conninfo) : conn(conninfo) {}
   pqxx::connection conn;
@@ -133,13 +138,16 @@ PgOutboxStore::Session& PgOutboxStore::session() {
     {
       pqxx::nontransaction tx(*c);
       auto r = tx.exec_params("SELECT pg_try_advisory_lock(hashtext('outbox-relay'), hashtext($1))", options_.schema);
-      if (!r[0][0].as<bool>())
+      if (!r[0][0].as<bool>()) {
+        standby_seen_ns_ = std::chrono::steady_clock::now().time_since_epoch().count();
         throw TransientError("another relay instance publishes this outbox (" + options_.schema +
                              ".outbox_events); standing by until its session ends");
+      }
     }
     conn_ = std::move(session);
     if (sessions_opened_++ > 0) ++reconnects_;
     publisher_ = true;
+    standby_seen_ns_ = 0;
   } catch (const TransientError&) {
     throw;
   } catch (...) {
@@ -156,16 +164,17 @@ void PgOutboxStore::verify_schema() {
         "SELECT column_name FROM information_schema.columns WHERE table_schema = $1 AND table_name = 'outbox_events'",
         options_.schema);
     if (r.empty())
-      throw FatalError("table " + options_.schema +
-                       ".outbox_events does not exist (or the relay role cannot see it); run `outbox-relay migrate`");
+      throw SchemaError("table " + options_.schema +
+                        ".outbox_events does not exist (or the relay role cannot see it); run `outbox-relay migrate`");
     std::set<std::string> have;
     for (const auto& row : r) have.insert(row[0].as<std::string>());
     std::string missing;
     for (const auto& col : kRequiredColumns)
       if (!have.contains(col)) missing += (missing.empty() ? "" : ", ") + col;
     if (!missing.empty())
-      throw FatalError("table " + options_.schema + ".outbox_events lacks columns: " + missing +
-                       "; run `outbox-relay migrate`");
+      throw SchemaError("table " + options_.schema + ".outbox_events lacks columns: " + missing +
+                        "; run `outbox-relay migrate`, or restore them as schema/migrations/0001_outbox_events.sql "
+                        "defines them if the table was altered after migrating");
   } catch (const FatalError&) {
     throw;
   } catch (...) {

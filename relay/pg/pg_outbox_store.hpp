@@ -3,6 +3,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -30,13 +31,16 @@ class PgOutboxStore final : public OutboxStore {
   void record_failures(std::span<const FailedAttempt> failures) override;
 
   // Connects (if needed) and checks the outbox table has every column the relay uses.
-  // Throws FatalError naming what is missing, TransientError when the database is away.
+  // Throws SchemaError naming what is missing, TransientError when the database is away.
   void verify_schema();
 
   // For operators (read from any thread): sessions opened again after the first, and whether
   // this instance holds the publish lock right now.
   [[nodiscard]] std::uint64_t reconnects() const { return reconnects_; }
   [[nodiscard]] bool publisher() const { return publisher_; }
+  // Whether, within the last `within`, the database answered that another instance holds the
+  // publish lock: a healthy standby.
+  [[nodiscard]] bool standing_by(std::chrono::nanoseconds within) const;
 
  private:
   struct Session;  // owns the pqxx::connection (concrete type: connection_base's destructor is not virtual)
@@ -48,6 +52,7 @@ class PgOutboxStore final : public OutboxStore {
   std::uint64_t sessions_opened_ = 0;
   std::atomic<std::uint64_t> reconnects_{0};
   std::atomic<bool> publisher_{false};
+  std::atomic<std::int64_t> standby_seen_ns_{0};  // steady clock; 0: not standing by
 };
 
 // Quotes a schema or table name after checking it is a plain identifier; throws ConfigError.

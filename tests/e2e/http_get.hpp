@@ -39,6 +39,14 @@ inline HttpResult http_get(int port, const std::string& path) {
   return r;
 }
 
+// The value of an unlabelled sample in the relay's /metrics page; -1 when it is not there
+// (or the endpoint did not answer).
+inline double metric_value(int port, const std::string& name) {
+  auto body = http_get(port, "/metrics").body;
+  auto at = body.find("\n" + name + " ");
+  return at == std::string::npos ? -1 : std::stod(body.substr(at + name.size() + 2));
+}
+
 inline int free_loopback_port() {
   int fd = ::socket(AF_INET, SOCK_STREAM, 0);
   sockaddr_in a{};

@@ -10,6 +10,7 @@
 
 #include "outbox/outbox_writer.hpp"
 #include "tests/e2e/child_process.hpp"
+#include "tests/e2e/delivery_check.hpp"
 #include "tests/integration/pg_fixture.hpp"
 #include "tests/support/mock_kafka.hpp"
 
@@ -23,15 +24,6 @@ const std::string kConsumer = OUTBOX_DEMO_CONSUMER_BINARY;
 
 std::string temp_log(const std::string& name) {
   return "/tmp/outbox-pipeline-" + std::to_string(::getpid()) + "-" + name + ".log";
-}
-
-template <class Pred>
-bool eventually(Pred done, std::chrono::seconds deadline, std::chrono::milliseconds every = 50ms) {
-  for (auto until = std::chrono::steady_clock::now() + deadline; std::chrono::steady_clock::now() < until;) {
-    if (done()) return true;
-    std::this_thread::sleep_for(every);  // polling the database
-  }
-  return done();
 }
 
 long stat_of(const std::string& output, const std::string& name) {
@@ -86,7 +78,7 @@ TEST_CASE("every effect is applied exactly once and no event is missing, with du
     auto env = relay_env;
     env["OUTBOX_RELAY_RELAY_BATCH_SIZE"] = "10";
     test::ChildProcess relay(kRelay, {"run"}, env, temp_log("relay1"));
-    REQUIRE(eventually([&] { return published() >= 300; }, 60s, 1ms));
+    REQUIRE(test::eventually([&] { return published() >= 300; }, 60s, 1ms));
     relay.signal(SIGKILL);
     REQUIRE(relay.wait(10s).has_value());
   }
@@ -95,27 +87,27 @@ TEST_CASE("every effect is applied exactly once and no event is missing, with du
   // 2. A consumer applies events but never gets to commit an offset before it is killed.
   auto first = consumer("balances", "600000", "consumer1");
   test::ChildProcess relay(kRelay, {"run"}, relay_env, temp_log("relay2"));
-  REQUIRE(eventually([&] { return applied() >= 1000; }, 60s));
+  REQUIRE(test::eventually([&] { return applied() >= 1000; }, 60s));
   first->signal(SIGKILL);
   REQUIRE(first->wait(10s).has_value());
   const long applied_before_kill = applied();
 
   // 3. The relay lost the marks of 300 published events (a crash between publish and mark):
   //    they go out again.
-  REQUIRE(eventually([&] { return published() == kEvents; }, 60s));
+  REQUIRE(test::eventually([&] { return published() == kEvents; }, 60s));
   {
     pqxx::connection c(url);
     pqxx::work tx(c);
     tx.exec("UPDATE outbox_events SET published_at = NULL WHERE seq % 10 = 0");
     tx.commit();
   }
-  REQUIRE(eventually([&] { return published() == kEvents; }, 60s));
+  REQUIRE(test::eventually([&] { return published() == kEvents; }, 60s));
 
   // 4. The consumer restarts (same group: redelivery from offset 0) and a second instance
   //    with the same inbox name reads everything too (another group).
   auto restarted = consumer("balances", "500", "consumer2");
   auto twin = consumer("balances-twin", "500", "consumer3");
-  REQUIRE(eventually([&] { return applied() == kEvents; }, 120s));
+  REQUIRE(test::eventually([&] { return applied() == kEvents; }, 120s));
 
   // Read the topic: every event id is there, and some more than once.
   test::TopicReader reader(brokers, "outbox.event.order");
@@ -132,7 +124,7 @@ TEST_CASE("every effect is applied exactly once and no event is missing, with du
 
   // Let both consumers finish reading the topic (no inbox insert for 500 ms), then stop.
   int quiet = 0;
-  REQUIRE(eventually([&] {
+  REQUIRE(test::eventually([&] {
     bool busy = test::scalar(url, "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' "
                                   "AND query LIKE 'INSERT INTO \"public\".\"consumer_inbox\"%'") > 0;
     quiet = busy ? 0 : quiet + 1;

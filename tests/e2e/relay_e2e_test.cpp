@@ -11,9 +11,9 @@
 
 #include <filesystem>
 #include <map>
-#include <set>
 
 #include "tests/e2e/child_process.hpp"
+#include "tests/e2e/delivery_check.hpp"
 #include "tests/e2e/http_get.hpp"
 #include "tests/integration/pg_fixture.hpp"
 #include "tests/support/mock_kafka.hpp"
@@ -39,64 +39,8 @@ std::map<std::string, std::string> relay_env(const std::string& url, const std::
           {"OUTBOX_RELAY_LOG_FORMAT", "text"}};
 }
 
-// Polls `done` every 50 ms until it holds or the deadline passes.
-template <class Pred>
-bool eventually(Pred done, std::chrono::seconds deadline) {
-  for (auto until = std::chrono::steady_clock::now() + deadline; std::chrono::steady_clock::now() < until;) {
-    if (done()) return true;
-    std::this_thread::sleep_for(50ms);
-  }
-  return done();
-}
-
 long unpublished(const std::string& url) {
   return test::scalar(url, "SELECT count(*) FROM outbox_events WHERE published_at IS NULL");
-}
-
-// Polls the outbox until `done` or the deadline, consuming the topic meanwhile (the mock
-// cluster keeps a bounded log per partition, so the verifier reads while the relay writes).
-template <class Pred>
-bool poll_db(test::TopicReader& reader, Pred done, std::chrono::seconds deadline) {
-  auto until = std::chrono::steady_clock::now() + deadline;
-  while (std::chrono::steady_clock::now() < until) {
-    if (done()) return true;
-    reader.poll_for(100ms);
-  }
-  return done();
-}
-
-struct Verdict {
-  std::size_t distinct = 0;
-  std::size_t duplicates = 0;
-  bool ordered = true;
-  std::size_t missing = 0;
-};
-
-// Every row's id must have been consumed; first deliveries per aggregate in seq order.
-Verdict verify(const std::string& url, const std::vector<test::ConsumedMessage>& messages) {
-  pqxx::connection c(url);
-  pqxx::nontransaction tx(c);
-  std::map<std::string, std::int64_t> seq;
-  for (const auto& row : tx.exec("SELECT id::text, seq FROM outbox_events")) seq[row[0].c_str()] = row[1].as<std::int64_t>();
-  Verdict v;
-  std::set<std::string> seen;
-  std::map<std::string, std::int64_t> last;
-  for (const auto& m : messages) {
-    auto id = test::header(m, "id");
-    if (!id || !seq.contains(*id)) continue;
-    if (!seen.insert(*id).second) {
-      ++v.duplicates;
-      continue;
-    }
-    auto [it, fresh] = last.try_emplace(m.key, seq[*id]);
-    if (!fresh) {
-      if (seq[*id] < it->second) v.ordered = false;
-      it->second = seq[*id];
-    }
-  }
-  v.distinct = seen.size();
-  v.missing = seq.size() - seen.size();
-  return v;
 }
 
 }  // namespace
@@ -108,7 +52,7 @@ TEST_CASE("10,000 events over 100 aggregates all arrive in order per aggregate a
   test::insert_events(url, 5000, 100);
   test::ChildProcess relay(kRelay, {"run"}, relay_env(url, kafka.bootstrap()), temp_log("drain"));
   test::insert_events(url, 5000, 100);  // more arrive while it runs
-  REQUIRE(poll_db(reader, [&] { return unpublished(url) == 0; }, 120s));
+  REQUIRE(test::poll_reading(reader, [&] { return unpublished(url) == 0; }, 120s));
   REQUIRE(reader.read_until([](const auto& all) { return all.size() >= 10000; }, 60s));
 
   relay.signal(SIGTERM);
@@ -116,10 +60,10 @@ TEST_CASE("10,000 events over 100 aggregates all arrive in order per aggregate a
   REQUIRE(code.has_value());
   CHECK(*code == 0);
 
-  auto v = verify(url, reader.messages());
+  auto v = test::check_deliveries(url, reader.messages());
   CHECK(v.distinct == 10000);
   CHECK(v.missing == 0);
-  CHECK(v.ordered);
+  CHECK(v.ordered());
 }
 
 TEST_CASE("SIGKILL in the middle of a drain, then a restart: no event is missing", "[e2e]") {
@@ -132,22 +76,22 @@ TEST_CASE("SIGKILL in the middle of a drain, then a restart: no event is missing
     auto env = relay_env(url, kafka.bootstrap());
     env["OUTBOX_RELAY_RELAY_BATCH_SIZE"] = "100";  // many batches, so the kill lands mid-drain
     test::ChildProcess relay(kRelay, {"run"}, env, temp_log("kill1"));
-    REQUIRE(poll_db(reader, [&] { return unpublished(url) < 8000; }, 60s));
+    REQUIRE(test::poll_reading(reader, [&] { return unpublished(url) < 8000; }, 60s));
     relay.signal(SIGKILL);
     REQUIRE(relay.wait(10s) == std::optional<int>(128 + SIGKILL));
     killed_with_unpublished = unpublished(url);
   }
   CHECK(killed_with_unpublished > 0);  // the kill really interrupted the drain
   test::ChildProcess restarted(kRelay, {"run"}, relay_env(url, kafka.bootstrap()), temp_log("kill2"));
-  REQUIRE(poll_db(reader, [&] { return unpublished(url) == 0; }, 120s));
-  REQUIRE(reader.read_until([&](const auto&) { return verify(url, reader.messages()).missing == 0; }, 60s));
+  REQUIRE(test::poll_reading(reader, [&] { return unpublished(url) == 0; }, 120s));
+  REQUIRE(reader.read_until([&](const auto&) { return test::check_deliveries(url, reader.messages()).missing == 0; }, 60s));
   restarted.signal(SIGTERM);
   CHECK(restarted.wait(30s) == std::optional<int>(0));
 
-  auto v = verify(url, reader.messages());
+  auto v = test::check_deliveries(url, reader.messages());
   CHECK(v.missing == 0);
   CHECK(v.distinct == 10000);
-  CHECK(v.ordered);
+  CHECK(v.ordered());
   std::printf("kill test: %ld of 10000 rows unpublished at SIGKILL, %zu duplicates delivered, 0 missing\n",
               killed_with_unpublished, v.duplicates);
 }
@@ -185,15 +129,11 @@ TEST_CASE("/healthz, /readyz and /metrics tell an operator what the relay is doi
   env["OUTBOX_RELAY_RETENTION_INTERVAL_S"] = "1";
   test::insert_events(url, 500, 10);
   test::ChildProcess relay(kRelay, {"run"}, env, temp_log("http"));
-  auto metric = [&](const std::string& name) -> double {
-    auto body = test::http_get(port, "/metrics").body;
-    auto at = body.find("\n" + name + " ");
-    return at == std::string::npos ? -1 : std::stod(body.substr(at + name.size() + 2));
-  };
+  auto metric = [&](const std::string& name) { return test::metric_value(port, name); };
 
-  REQUIRE(eventually([&] { return unpublished(url) == 0; }, 60s));
+  REQUIRE(test::eventually([&] { return unpublished(url) == 0; }, 60s));
   CHECK(test::http_get(port, "/healthz").status == 200);
-  CHECK(eventually([&] { return test::http_get(port, "/readyz").status == 200; }, 20s));
+  CHECK(test::eventually([&] { return test::http_get(port, "/readyz").status == 200; }, 20s));
   CHECK(metric("outbox_relay_published_total") == 500);
   CHECK(metric("outbox_relay_backlog_events") == 0);
   CHECK(metric("outbox_relay_oldest_unpublished_age_seconds") == 0);
@@ -203,17 +143,17 @@ TEST_CASE("/healthz, /readyz and /metrics tell an operator what the relay is doi
   // The broker goes away: nothing is marked, the relay says it is not ready, lag grows.
   rd_kafka_mock_broker_set_down(kafka.cluster(), 1);
   test::insert_events(url, 10, 2);
-  CHECK(eventually([&] { return test::http_get(port, "/readyz").status == 503; }, 30s));
+  CHECK(test::eventually([&] { return test::http_get(port, "/readyz").status == 503; }, 30s));
   CHECK(test::http_get(port, "/healthz").status == 200);
   CHECK(metric("outbox_relay_backlog_events") == 10);
-  CHECK(eventually([&] { return metric("outbox_relay_oldest_unpublished_age_seconds") > 0; }, 10s));
+  CHECK(test::eventually([&] { return metric("outbox_relay_oldest_unpublished_age_seconds") > 0; }, 10s));
   // Not ready because steps fail, or because none completed within the window (a step waits
   // up to the delivery timeout): the failures show once the timeout has passed.
-  CHECK(eventually([&] { return metric("outbox_relay_transient_errors_total") >= 1; }, 10s));
+  CHECK(test::eventually([&] { return metric("outbox_relay_transient_errors_total") >= 1; }, 10s));
 
   // It comes back: the relay catches up and is ready again.
   rd_kafka_mock_broker_set_up(kafka.cluster(), 1);
-  CHECK(eventually([&] { return unpublished(url) == 0 && test::http_get(port, "/readyz").status == 200; }, 60s));
+  CHECK(test::eventually([&] { return unpublished(url) == 0 && test::http_get(port, "/readyz").status == 200; }, 60s));
   CHECK(metric("outbox_relay_backlog_events") == 0);
   CHECK(metric("outbox_relay_published_total") == 510);
   CHECK(metric("outbox_relay_commit_to_ack_seconds_count") == 510);
@@ -225,16 +165,16 @@ TEST_CASE("/healthz, /readyz and /metrics tell an operator what the relay is doi
   CHECK(test::scalar(url, "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
                           "WHERE application_name = 'outbox-relay'") >= 1);
   test::insert_events(url, 10, 2);
-  CHECK(eventually([&] { return unpublished(url) == 0; }, 60s));
-  CHECK(eventually([&] { return metric("outbox_relay_database_reconnects_total") >= 1; }, 10s));
+  CHECK(test::eventually([&] { return unpublished(url) == 0; }, 60s));
+  CHECK(test::eventually([&] { return metric("outbox_relay_database_reconnects_total") >= 1; }, 10s));
   CHECK(metric("outbox_relay_published_total") == 520);
 
   // Retention: rows published more than an hour ago go; the rest stay.
   CHECK(test::scalar(url, "SELECT count(*) FROM outbox_events") == 520);
   test::scalar(url, "WITH old AS (UPDATE outbox_events SET created_at = now() - interval '3 hours', "
                     "published_at = now() - interval '2 hours' WHERE seq <= 100 RETURNING 1) SELECT count(*) FROM old");
-  CHECK(eventually([&] { return test::scalar(url, "SELECT count(*) FROM outbox_events") == 420; }, 30s));
-  CHECK(eventually([&] { return metric("outbox_relay_retention_deleted_total") == 100; }, 10s));
+  CHECK(test::eventually([&] { return test::scalar(url, "SELECT count(*) FROM outbox_events") == 420; }, 30s));
+  CHECK(test::eventually([&] { return metric("outbox_relay_retention_deleted_total") == 100; }, 10s));
   CHECK(test::scalar(url, "SELECT min(seq) FROM outbox_events") == 101);
   relay.signal(SIGTERM);
   CHECK(relay.wait(30s) == std::optional<int>(0));
@@ -280,7 +220,7 @@ TEST_CASE("under systemd the relay says READY, pings the watchdog and says STOPP
   CHECK(receive_until("READY=1", 1, 30s));
   CHECK(receive_until("STATUS=publishing", 1, 30s));
   CHECK(receive_until("WATCHDOG=1", 4, 10s));
-  CHECK(eventually([&] { return unpublished(url) == 0; }, 60s));
+  CHECK(test::eventually([&] { return unpublished(url) == 0; }, 60s));
   relay.signal(SIGTERM);
   CHECK(receive_until("STOPPING=1", 1, 10s));
   CHECK(relay.wait(30s) == std::optional<int>(0));

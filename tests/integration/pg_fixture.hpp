@@ -13,9 +13,8 @@
 
 namespace outbox::test {
 
-inline std::string fresh_database() {
+inline std::string fresh_database(PgCluster& cluster = PgCluster::shared()) {
   static std::atomic<int> n{0};
-  auto& cluster = PgCluster::shared();
   std::string name = "t" + std::to_string(::getpid()) + "_" + std::to_string(n++);
   cluster.create_database(name);
   std::string url = cluster.conninfo(name);

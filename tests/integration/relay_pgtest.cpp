@@ -116,3 +116,24 @@ TEST_CASE("a message larger than the producer allows fails permanently and other
   CHECK(test::scalar(w.url, "SELECT count(*) FROM outbox_events WHERE aggregate_id = 'huge' AND attempts = 1 "
                             "AND last_error LIKE '%SIZE%' AND next_attempt_at > now()") == 1);
 }
+
+// librdkafka 2.0.2 does not fail a message whose topic the broker refuses in its metadata
+// (TOPIC_AUTHORIZATION_FAILED): the message waits for message.timeout.ms and comes back as a
+// timeout. Before the fix the row was retried as a transient failure for ever, and every
+// batch that carried it held the whole relay for the delivery timeout.
+TEST_CASE("a row whose topic the broker refuses fails permanently at once and does not hold up the rest",
+          "[relay][kafka]") {
+  Wired w(std::map<std::string, std::string>{{"message.timeout.ms", "20000"}});
+  rd_kafka_mock_topic_set_error(w.kafka.cluster(), "refused.orders", RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED);
+  test::insert_events(w.url, 20, 5);
+  test::scalar(w.url, "SELECT count(outbox_publish('order', 'refused', 'created', '{}'::jsonb, '{}'::jsonb, "
+                      "'refused.orders'))");
+  test::insert_events(w.url, 20, 5);
+  const auto start = std::chrono::steady_clock::now();
+  (void)w.relay.step();
+  (void)w.relay.step();
+  CHECK(std::chrono::steady_clock::now() - start < 10s);  // not a delivery timeout
+  CHECK(test::scalar(w.url, "SELECT count(*) FROM outbox_events WHERE published_at IS NOT NULL") == 40);
+  CHECK(test::scalar(w.url, "SELECT count(*) FROM outbox_events WHERE aggregate_id = 'refused' AND attempts = 1 "
+                            "AND last_error LIKE '%TOPIC_AUTHORIZATION_FAILED%'") == 1);
+}

@@ -99,6 +99,14 @@ TopicReader::TopicReader(const std::string& bootstrap, const std::string& topic)
   set(conf, "auto.offset.reset", "earliest");
   set(conf, "socket.nagle.disable", "true");
   set(conf, "fetch.wait.max.ms", "50");
+  // A verifier reading through a broker outage must not lag the relay: reconnect within a
+  // second rather than librdkafka's 10 s, and give up within 5 s rather than 60 s on a
+  // request the 2.0.2 mock left unanswered on a connection it kept open across
+  // rd_kafka_mock_broker_set_down/up. The connection errors such a drill causes on purpose
+  // stay off stderr (consumer errors still reach last_error()).
+  set(conf, "reconnect.backoff.max.ms", "1000");
+  set(conf, "socket.timeout.ms", "5000");
+  set(conf, "log_level", "2");
   char err[512];
   rk_ = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof err);
   if (rk_ == nullptr) {
