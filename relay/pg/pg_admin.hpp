@@ -9,12 +9,11 @@
 #include <string>
 #include <vector>
 
+#include "relay/pg/pg_outbox_store.hpp"
+
 namespace outbox::relay::pg {
 
-// The publish lock's two int4 keys with $1 = schema, as PgOutboxStore takes it:
-// pg_try_advisory_lock(hashtext('outbox-relay'), hashtext($1)). Shown in pg_locks as
-// classid/objid with objsubid 2. PgOutboxStore spells the same expression; keep them equal.
-inline constexpr const char* kPublishLockKeys = "hashtext('outbox-relay'), hashtext($1)";
+// The publish lock's keys (kPublishLockKeys) come from pg_outbox_store.hpp, which takes it.
 
 // The channel the relay LISTENs on (PgWakeup) and the insert trigger of migration 0002 notifies.
 inline constexpr const char* kWakeupChannel = "outbox_events";

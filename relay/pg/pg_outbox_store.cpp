@@ -26,7 +26,8 @@ const std::set<std::string> kRequiredColumns{
     "dead_lettered_at", "created_at"};
 
 std::string fetch_sql(const std::string& table, bool excluding) {
-  // Rows of an aggregate with a dead-lettered event wait behind it (operator action needed).
+  // Rows of an aggregate wait behind an earlier dead-lettered event (operator action needed);
+  // rows before it still flow (say the operator requeued an earlier one of two dead letters).
   std::string sql =
       "SELECT e.seq, e.id::text, e.aggregate_type, e.aggregate_id, e.event_type, e.payload, "
       "e.headers::text, e.topic, e.attempts, "
@@ -36,7 +37,7 @@ std::string fetch_sql(const std::string& table, bool excluding) {
       "FROM " + table + " e "
       "WHERE e.published_at IS NULL AND e.dead_lettered_at IS NULL AND e.seq > $1 "
       "AND NOT EXISTS (SELECT 1 FROM " + table + " d WHERE d.dead_lettered_at IS NOT NULL "
-      "AND d.aggregate_type = e.aggregate_type AND d.aggregate_id = e.aggregate_id) ";
+      "AND d.aggregate_type = e.aggregate_type AND d.aggregate_id = e.aggregate_id AND d.seq < e.seq) ";
   if (excluding)
     sql += "AND NOT EXISTS (SELECT 1 FROM unnest($3::text[], $4::text[]) AS x(t, i) "
            "WHERE x.t = e.aggregate_type AND x.i = e.aggregate_id) ";
@@ -137,7 +138,7 @@ PgOutboxStore::Session& PgOutboxStore::session() {
     // backend exits at once); if this connection dies, its marks cannot land either.
     {
       pqxx::nontransaction tx(*c);
-      auto r = tx.exec_params("SELECT pg_try_advisory_lock(hashtext('outbox-relay'), hashtext($1))", options_.schema);
+      auto r = tx.exec_params(std::string("SELECT pg_try_advisory_lock(") + kPublishLockKeys + ")", options_.schema);
       if (!r[0][0].as<bool>()) {
         standby_seen_ns_ = std::chrono::steady_clock::now().time_since_epoch().count();
         throw TransientError("another relay instance publishes this outbox (" + options_.schema +

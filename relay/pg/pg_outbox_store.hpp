@@ -55,6 +55,10 @@ class PgOutboxStore final : public OutboxStore {
   std::atomic<std::int64_t> standby_seen_ns_{0};  // steady clock; 0: not standing by
 };
 
+// The publish lock's two int4 keys with $1 = schema: pg_try_advisory_lock(kPublishLockKeys).
+// Shown in pg_locks as classid/objid with objsubid 2 (the operator's `status` finds it there).
+inline constexpr const char* kPublishLockKeys = "hashtext('outbox-relay'), hashtext($1)";
+
 // Quotes a schema or table name after checking it is a plain identifier; throws ConfigError.
 [[nodiscard]] std::string quoted_identifier(const std::string& name, const std::string& key);
 

@@ -98,6 +98,16 @@ TEST_CASE("fetch honours after_seq, limit and excluded aggregates", "[pg][store]
   for (const auto& e : excluding) CHECK((e.aggregate_id != "agg-1" && e.aggregate_id != "agg-2"));
 }
 
+TEST_CASE("a dead letter holds back the later events of its aggregate only, not the earlier ones", "[pg][store]") {
+  auto url = test::fresh_database();
+  test::insert_events(url, 8, 2);  // agg-1: seq 1,3,5,7; agg-0: seq 2,4,6,8
+  // An operator requeued seq 1 of agg-1's two dead letters (1 and 5); 5 is still parked.
+  test::scalar(url, "WITH d AS (UPDATE outbox_events SET dead_lettered_at = now(), attempts = 10 "
+                    "WHERE seq = 5 RETURNING 1) SELECT count(*) FROM d");
+  auto store = store_for(url);
+  CHECK(seqs_of(store.fetch({100, std::nullopt, {}})) == std::vector<std::int64_t>{1, 2, 3, 4, 6, 8});
+}
+
 TEST_CASE("a row that commits after later rows is still returned by the next head scan", "[pg][store]") {
   auto url = test::fresh_database();
   pqxx::connection slow(url);
