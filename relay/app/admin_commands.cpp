@@ -8,6 +8,7 @@
 #include <regex>
 
 #include "relay/app/commands.hpp"
+#include "relay/app/console_format.hpp"
 #include "relay/core/errors.hpp"
 #include "relay/pg/pg_admin.hpp"
 #include "relay/pg/pg_conninfo.hpp"
@@ -65,92 +66,6 @@ std::pair<std::string, std::string> parse_aggregate(const std::string& text) {
 
 // ---- rendering ---------------------------------------------------------------------------
 
-std::string base64(const std::string& bytes) {
-  static const char* k = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-  std::string out;
-  for (std::size_t i = 0; i < bytes.size(); i += 3) {
-    std::uint32_t n = static_cast<unsigned char>(bytes[i]) << 16;
-    if (i + 1 < bytes.size()) n |= static_cast<unsigned char>(bytes[i + 1]) << 8;
-    if (i + 2 < bytes.size()) n |= static_cast<unsigned char>(bytes[i + 2]);
-    out += k[(n >> 18) & 63];
-    out += k[(n >> 12) & 63];
-    out += i + 1 < bytes.size() ? k[(n >> 6) & 63] : '=';
-    out += i + 2 < bytes.size() ? k[n & 63] : '=';
-  }
-  return out;
-}
-
-// Valid UTF-8 with no control characters but tab and newlines: safe to print as text.
-bool printable_utf8(const std::string& s) {
-  for (std::size_t i = 0; i < s.size();) {
-    auto c = static_cast<unsigned char>(s[i]);
-    int extra = c < 0x80 ? 0 : (c >> 5) == 0x6 ? 1 : (c >> 4) == 0xE ? 2 : (c >> 3) == 0x1E ? 3 : -1;
-    if (extra < 0 || (c < 0x20 && c != '\t' && c != '\n' && c != '\r') || c == 0x7F) return false;
-    std::uint32_t cp = extra == 0 ? c : c & (0x3F >> extra);
-    for (int k = 1; k <= extra; ++k) {
-      if (i + k >= s.size() || (static_cast<unsigned char>(s[i + k]) & 0xC0) != 0x80) return false;
-      cp = (cp << 6) | (static_cast<unsigned char>(s[i + k]) & 0x3F);
-    }
-    const std::uint32_t min[] = {0, 0x80, 0x800, 0x10000};
-    if (cp < min[extra] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return false;
-    i += extra + 1;
-  }
-  return true;
-}
-
-std::string hex_dump(const std::string& bytes) {
-  std::string out;
-  char buf[24];
-  for (std::size_t i = 0; i < bytes.size(); ++i) {
-    if (i % 16 == 0) {
-      std::snprintf(buf, sizeof buf, "%s%06zx", i ? "\n" : "", i);
-      out += buf;
-    }
-    std::snprintf(buf, sizeof buf, " %02x", static_cast<unsigned char>(bytes[i]));
-    out += buf;
-  }
-  return out;
-}
-
-// One line, at most `width` characters (for table cells; JSON gets the whole text).
-std::string cell(const std::string& s, std::size_t width = 0) {
-  std::string out;
-  for (char c : s) out += static_cast<unsigned char>(c) < 0x20 ? ' ' : c;
-  if (width > 3 && out.size() > width) {
-    std::size_t cut = width - 3;
-    while (cut > 0 && (static_cast<unsigned char>(out[cut]) & 0xC0) == 0x80) --cut;  // not inside a UTF-8 sequence
-    out = out.substr(0, cut) + "...";
-  }
-  return out;
-}
-
-void print_table(const std::vector<std::string>& header, const std::vector<std::vector<std::string>>& rows) {
-  std::vector<std::size_t> width(header.size());
-  for (std::size_t i = 0; i < header.size(); ++i) width[i] = header[i].size();
-  for (const auto& r : rows)
-    for (std::size_t i = 0; i < r.size(); ++i) width[i] = std::max(width[i], r[i].size());
-  auto line = [&](const std::vector<std::string>& r) {
-    std::string s;
-    for (std::size_t i = 0; i < r.size(); ++i) s += i + 1 < r.size() ? r[i] + std::string(width[i] - r[i].size() + 2, ' ') : r[i];
-    std::cout << s << "\n";
-  };
-  line(header);
-  for (const auto& r : rows) line(r);
-}
-
-std::string duration(double seconds) {
-  if (seconds < 60) {
-    char buf[32];
-    std::snprintf(buf, sizeof buf, "%.1fs", seconds);
-    return buf;
-  }
-  auto s = static_cast<long long>(seconds);
-  std::string out;
-  if (s >= 86400) out += std::to_string(s / 86400) + "d";
-  if (s >= 3600) out += std::to_string(s / 3600 % 24) + "h";
-  return out + std::to_string(s / 60 % 60) + "m" + std::to_string(s % 60) + "s";
-}
-
 // Text columns of a database whose encoding is not UTF-8 may not be valid UTF-8: replace, never throw.
 void print_json(const Json& j) {
   std::cout << j.dump(2, ' ', false, Json::error_handler_t::replace) << "\n";
@@ -159,11 +74,6 @@ void print_json(const Json& j) {
 template <class T>
 Json json_or_null(const std::optional<T>& v) {
   return v ? Json(*v) : Json(nullptr);
-}
-
-// "1 event", "2 events".
-std::string count_of(long long n, const std::string& noun) {
-  return std::to_string(n) + " " + noun + (n == 1 ? "" : "s");
 }
 
 std::string or_dash(const std::optional<std::string>& v) { return v ? *v : "-"; }
