@@ -9,6 +9,7 @@
 
 #include "relay/pg/pg_conninfo.hpp"
 #include "tests/e2e/child_process.hpp"
+#include "tests/e2e/delivery_check.hpp"
 #include "tests/integration/pg_fixture.hpp"
 #include "tests/support/mock_kafka.hpp"
 
@@ -58,25 +59,6 @@ void stop_relay(std::unique_ptr<test::ChildProcess>& relay) {
   relay->signal(SIGTERM);
   CHECK(relay->wait(30s) == std::optional<int>(0));
   relay.reset();
-}
-
-template <class Pred>
-bool eventually(Pred done, std::chrono::seconds deadline, test::TopicReader* reader = nullptr) {
-  for (auto until = std::chrono::steady_clock::now() + deadline; std::chrono::steady_clock::now() < until;) {
-    if (done()) return true;
-    if (reader)
-      reader->poll_for(100ms);
-    else
-      std::this_thread::sleep_for(50ms);  // polling the database
-  }
-  return done();
-}
-
-void exec(const std::string& url, const std::string& sql) {
-  pqxx::connection c(url);
-  pqxx::work tx(c);
-  tx.exec(sql);
-  tx.commit();
 }
 
 // Inserts one event and returns its seq; dead-lettered (as the relay leaves it) when `error` is set.
@@ -145,9 +127,9 @@ std::string as_relay_role(const std::string& url) {
 TEST_CASE("cli: status shows backlog, lag, dead letters and throughput, as a table and as JSON", "[e2e][cli]") {
   auto url = test::fresh_database();
   test::insert_events(url, 3, 1);
-  exec(url, "UPDATE outbox_events SET published_at = now()");
+  test::exec(url, "UPDATE outbox_events SET published_at = now()");
   test::insert_events(url, 5, 2);
-  exec(url, "UPDATE outbox_events SET created_at = now() - interval '90 seconds' WHERE published_at IS NULL");
+  test::exec(url, "UPDATE outbox_events SET created_at = now() - interval '90 seconds' WHERE published_at IS NULL");
   insert_event(url, "o-dead-1", "'\\x00'::bytea", "message too large");
   insert_event(url, "o-dead-2", "'\\x00'::bytea", "topic rejected");
   insert_event(url, "o-dead-2", "'\\x00'::bytea");  // waits behind the dead letter
@@ -187,7 +169,7 @@ TEST_CASE("cli: status names the relay session holding the publish lock, and non
   test::insert_events(url, 20, 2);
   auto relay = start_relay(url, kafka.bootstrap());
   Json status;
-  REQUIRE(eventually([&] {
+  REQUIRE(test::eventually([&] {
     auto r = cli(url, {"status", "--json"});
     status = r.code == 0 ? r.json() : Json();
     return r.code == 0 && !status["owner"].is_null() && status["backlog"] == 0;
@@ -207,7 +189,7 @@ TEST_CASE("cli: status names the relay session holding the publish lock, and non
   CHECK_THAT(text.output, Catch::Contains("held by pid " + std::to_string(pid) + " (outbox-relay"));
 
   stop_relay(relay);
-  CHECK(eventually([&] {
+  CHECK(test::eventually([&] {
     auto r = cli(url, {"status", "--json"});
     return r.code == 0 && r.json()["owner"].is_null();
   }, 30s));
@@ -304,7 +286,7 @@ TEST_CASE("cli: requeue sends a dead-lettered event again, and the running relay
     return test::scalar(url, "SELECT count(*) FROM outbox_events WHERE published_at IS NOT NULL AND seq = " +
                                  std::to_string(seq)) == 1;
   };
-  REQUIRE(eventually([&] { return published(other); }, 60s, &reader));
+  REQUIRE(test::poll_reading(reader, [&] { return published(other); }, 60s));
   CHECK_FALSE(published(behind));  // held back behind the dead letter
 
   // A bad or unknown reference changes nothing.
@@ -328,7 +310,7 @@ TEST_CASE("cli: requeue sends a dead-lettered event again, and the running relay
   CHECK(test::scalar(url, "SELECT count(*) FROM outbox_events WHERE seq = " + std::to_string(dead) +
                               " AND dead_lettered_at IS NULL AND attempts = 0 AND next_attempt_at IS NULL") == 1);
 
-  REQUIRE(eventually([&] { return unpublished(url) == 0; }, 60s, &reader));
+  REQUIRE(test::poll_reading(reader, [&] { return unpublished(url) == 0; }, 60s));
   const std::string first = id_of(url, dead), second = id_of(url, behind);
   REQUIRE(reader.read_until([&](const auto&) {
     auto ids = consumed_ids(reader);
@@ -401,7 +383,7 @@ TEST_CASE("cli: replay by seq range, aggregate or time range republishes exactly
   test::TopicReader reader(kafka.bootstrap(), "outbox.event.order");
   test::insert_events(url, 30, 3);
   auto relay = start_relay(url, kafka.bootstrap());
-  REQUIRE(eventually([&] { return unpublished(url) == 0; }, 60s, &reader));
+  REQUIRE(test::poll_reading(reader, [&] { return unpublished(url) == 0; }, 60s));
   REQUIRE(reader.read_until([](const auto& all) { return all.size() >= 30; }, 30s));
   const auto first_seq = test::scalar(url, "SELECT min(seq) FROM outbox_events");
   const auto seq = [&](int n) { return std::to_string(first_seq + n - 1); };  // the n-th event
@@ -410,7 +392,7 @@ TEST_CASE("cli: replay by seq range, aggregate or time range republishes exactly
   auto republished = [&](const std::multiset<std::string>& expected) {
     const auto before = reader.messages().size();
     return [&, before, expected] {
-      REQUIRE(eventually([&] { return unpublished(url) == 0; }, 60s, &reader));
+      REQUIRE(test::poll_reading(reader, [&] { return unpublished(url) == 0; }, 60s));
       REQUIRE(reader.read_until([&](const auto& all) { return all.size() >= before + expected.size(); }, 30s));
       reader.poll_for(300ms);  // anything beyond them would show up here
       CHECK(consumed_after(reader, before) == expected);
@@ -450,9 +432,9 @@ TEST_CASE("cli: replay by seq range, aggregate or time range republishes exactly
     check();
   }
   SECTION("a time range") {
-    exec(url, "UPDATE outbox_events SET published_at = '2020-01-01 10:00:00+00' WHERE seq IN (" + seq(3) + "," +
+    test::exec(url, "UPDATE outbox_events SET published_at = '2020-01-01 10:00:00+00' WHERE seq IN (" + seq(3) + "," +
                   seq(4) + ")");
-    exec(url, "UPDATE outbox_events SET published_at = '2020-01-01 12:00:00+00' WHERE seq = " + seq(6));
+    test::exec(url, "UPDATE outbox_events SET published_at = '2020-01-01 12:00:00+00' WHERE seq = " + seq(6));
     auto expected = ids_where(url, "seq IN (" + seq(3) + "," + seq(4) + ")");
     auto dry = cli(url, {"replay", "--since", "2020-01-01T09:00:00Z", "--until", "2020-01-01 11:00", "--dry-run", "--json"});
     REQUIRE(dry.code == 0);
@@ -470,7 +452,7 @@ TEST_CASE("cli: replay by seq range, aggregate or time range republishes exactly
 TEST_CASE("cli: bad operator input exits 64 naming the problem and changes nothing", "[e2e][cli]") {
   auto url = test::fresh_database();
   test::insert_events(url, 5, 1);
-  exec(url, "UPDATE outbox_events SET published_at = now()");
+  test::exec(url, "UPDATE outbox_events SET published_at = now()");
   auto expect_usage = [&](const std::vector<std::string>& args, const std::string& says) {
     auto r = cli(url, args);
     INFO(r.output);

@@ -64,7 +64,8 @@ TEST_CASE("every effect is applied exactly once and no event is missing, with du
   auto applied = [&] { return test::scalar(url, "SELECT count(*) FROM consumer_inbox WHERE consumer = 'balances'"); };
   const std::map<std::string, std::string> relay_env{{"OUTBOX_RELAY_DATABASE_URL", url},
                                                      {"OUTBOX_RELAY_KAFKA_BROKERS", brokers},
-                                                     {"OUTBOX_RELAY_RELAY_BATCH_SIZE", "100"}};
+                                                     {"OUTBOX_RELAY_RELAY_BATCH_SIZE", "100"},
+                                                     {"OUTBOX_RELAY_HTTP_LISTEN", ""}};
   auto consumer = [&](const std::string& group, const std::string& commit_ms, const std::string& log) {
     return std::make_unique<test::ChildProcess>(
         kConsumer,

@@ -28,24 +28,19 @@ TEST_CASE("a standby relay is ready and not the publisher, and takes over when t
     return std::make_unique<test::ChildProcess>(OUTBOX_RELAY_BINARY, std::vector<std::string>{"run"}, env,
                                                 log.string());
   };
-  auto metric = [](int port, const std::string& name) -> double {
-    auto body = test::http_get(port, "/metrics").body;
-    auto at = body.find("\n" + name + " ");
-    return at == std::string::npos ? -1 : std::stod(body.substr(at + name.size() + 2));
-  };
   auto unpublished = [&] { return test::scalar(url, "SELECT count(*) FROM outbox_events WHERE published_at IS NULL"); };
 
   const int first_port = test::free_loopback_port();
   auto first = start("publisher", first_port);
   test::insert_events(url, 200, 10);
   REQUIRE(test::eventually([&] { return unpublished() == 0; }, 60s));
-  REQUIRE(metric(first_port, "outbox_relay_is_publisher") == 1);
+  REQUIRE(test::metric_value(first_port, "outbox_relay_is_publisher") == 1);
 
   const int second_port = test::free_loopback_port();
   auto second = start("standby", second_port);
   CHECK(test::eventually([&] { return test::http_get(second_port, "/readyz").status == 200; }, 30s));
-  CHECK(metric(second_port, "outbox_relay_is_publisher") == 0);
-  CHECK(metric(second_port, "outbox_relay_published_total") == 0);
+  CHECK(test::metric_value(second_port, "outbox_relay_is_publisher") == 0);
+  CHECK(test::metric_value(second_port, "outbox_relay_published_total") == 0);
   CHECK(test::http_get(first_port, "/readyz").status == 200);
 
   first->signal(SIGKILL);
@@ -53,8 +48,8 @@ TEST_CASE("a standby relay is ready and not the publisher, and takes over when t
   test::insert_events(url, 100, 10);
   // The standby retries the lock at most 10 s apart once the killed session is gone.
   CHECK(test::eventually([&] { return unpublished() == 0; }, 60s));
-  CHECK(metric(second_port, "outbox_relay_is_publisher") == 1);
-  CHECK(metric(second_port, "outbox_relay_published_total") >= 100);
+  CHECK(test::metric_value(second_port, "outbox_relay_is_publisher") == 1);
+  CHECK(test::metric_value(second_port, "outbox_relay_published_total") >= 100);
   CHECK(test::http_get(second_port, "/readyz").status == 200);
   second->signal(SIGTERM);
   CHECK(second->wait(30s) == std::optional<int>(0));

@@ -36,6 +36,14 @@ inline void insert_events(const std::string& url, int count, int aggregates, con
   tx.commit();
 }
 
+// Runs one statement in its own transaction (test set-up the way an operator or service would).
+inline void exec(const std::string& url, const std::string& sql) {
+  pqxx::connection c(url);
+  pqxx::work tx(c);
+  tx.exec(sql);
+  tx.commit();
+}
+
 inline long scalar(const std::string& url, const std::string& sql) {
   pqxx::connection c(url);
   pqxx::nontransaction tx(c);

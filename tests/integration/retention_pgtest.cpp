@@ -11,25 +11,17 @@ using namespace outbox::relay;
 using namespace outbox::relay::pg;
 using namespace std::chrono_literals;
 
-namespace {
-void exec(const std::string& url, const std::string& sql) {
-  pqxx::connection c(url);
-  pqxx::nontransaction tx(c);
-  tx.exec(sql);
-}
-}  // namespace
-
 TEST_CASE("retention deletes published rows older than the window and nothing else", "[pg][retention]") {
   auto url = test::fresh_database();
   test::insert_events(url, 100, 10);  // seq 1..100, all created "now"
   // seq 1..40: published 10 days ago, created 11 days ago; among them seq 5 (pending, old)
   // and seq 6 (dead-lettered, old) stay put. seq 41..60: published an hour ago. 61..100 pending.
-  exec(url,
+  test::exec(url,
        "UPDATE outbox_events SET created_at = now() - interval '11 days', "
        "published_at = now() - interval '10 days' WHERE seq <= 40");
-  exec(url, "UPDATE outbox_events SET published_at = NULL WHERE seq = 5");
-  exec(url, "UPDATE outbox_events SET published_at = NULL, dead_lettered_at = now(), attempts = 10 WHERE seq = 6");
-  exec(url, "UPDATE outbox_events SET published_at = now() - interval '1 hour' WHERE seq BETWEEN 41 AND 60");
+  test::exec(url, "UPDATE outbox_events SET published_at = NULL WHERE seq = 5");
+  test::exec(url, "UPDATE outbox_events SET published_at = NULL, dead_lettered_at = now(), attempts = 10 WHERE seq = 6");
+  test::exec(url, "UPDATE outbox_events SET published_at = now() - interval '1 hour' WHERE seq BETWEEN 41 AND 60");
 
   RetentionOptions o;
   o.conninfo = url;
@@ -47,7 +39,7 @@ TEST_CASE("retention deletes published rows older than the window and nothing el
   // A shorter window reaches the rows published an hour ago, but only once they were created
   // before the cutoff too.
   o.published_window = std::chrono::minutes(30);
-  exec(url, "UPDATE outbox_events SET created_at = now() - interval '2 hours' WHERE seq BETWEEN 41 AND 60");
+  test::exec(url, "UPDATE outbox_events SET created_at = now() - interval '2 hours' WHERE seq BETWEEN 41 AND 60");
   CHECK(PgRetention(o).run_once().published_deleted == 20);
   CHECK(test::scalar(url, "SELECT count(*) FROM outbox_events WHERE published_at IS NOT NULL") == 0);
   CHECK(test::scalar(url, "SELECT count(*) FROM outbox_events") == 42);
@@ -56,7 +48,7 @@ TEST_CASE("retention deletes published rows older than the window and nothing el
 TEST_CASE("retention stops at max_batches and leaves the rest for the next pass", "[pg][retention]") {
   auto url = test::fresh_database();
   test::insert_events(url, 50, 5);
-  exec(url, "UPDATE outbox_events SET created_at = now() - interval '3 days', published_at = now() - interval '2 days'");
+  test::exec(url, "UPDATE outbox_events SET created_at = now() - interval '3 days', published_at = now() - interval '2 days'");
   RetentionOptions o;
   o.conninfo = url;
   o.published_window = std::chrono::hours(24);
@@ -71,7 +63,7 @@ TEST_CASE("retention stops at max_batches and leaves the rest for the next pass"
 
 TEST_CASE("retention purges the inbox when asked and names a missing inbox table", "[pg][retention]") {
   auto url = test::fresh_database();
-  exec(url,
+  test::exec(url,
        "INSERT INTO consumer_inbox (consumer, event_id, processed_at) "
        "SELECT 'billing', gen_random_uuid(), now() - (g || ' hours')::interval FROM generate_series(1, 30) g");
   RetentionOptions o;
@@ -81,7 +73,7 @@ TEST_CASE("retention purges the inbox when asked and names a missing inbox table
   CHECK(PgRetention(o).run_once().inbox_deleted == 20);
   CHECK(test::scalar(url, "SELECT count(*) FROM consumer_inbox") == 10);
 
-  exec(url, "DROP TABLE consumer_inbox");
+  test::exec(url, "DROP TABLE consumer_inbox");
   CHECK_THROWS_AS(PgRetention(o).run_once(), FatalError);
   CHECK_THROWS_WITH(PgRetention(o).run_once(), Catch::Contains("consumer_inbox does not exist"));
 }
