@@ -102,8 +102,25 @@ Json to_json(const pg::SessionInfo& s) {
           {"client_port", json_or_null(s.client_port)},
           {"backend_start", json_or_null(s.backend_start)},
           {"state", json_or_null(s.state)},
-          {"connected_seconds", json_or_null(s.connected_s)},
-          {"waits_for_lock", s.waits_for_lock}};
+          {"connected_seconds", json_or_null(s.connected_s)}};
+}
+
+Json to_json(const pg::InstanceInfo& i) {
+  return {{"instance", i.instance},       {"host", i.host},
+          {"pid", i.pid},                 {"started_at", i.started_at},
+          {"live", i.expires_in_s > 0},   {"seen_seconds_ago", i.seen_s},
+          {"expires_in_seconds", i.expires_in_s}, {"lanes", i.lanes},
+          {"lease_age_seconds", json_or_null(i.lease_age_s)}};
+}
+
+Json to_json(const pg::LaneInfo& l) {
+  const bool held = l.owner && l.expires_in_s > 0;
+  return {{"lane", l.lane},
+          {"owner", held ? Json(*l.owner) : Json(nullptr)},
+          {"last_owner", json_or_null(l.owner)},
+          {"epoch", l.epoch},
+          {"expires_in_seconds", held ? Json(l.expires_in_s) : Json(nullptr)},
+          {"renewed_seconds_ago", json_or_null(l.renewed_s)}};
 }
 
 std::string client_of(const pg::SessionInfo& s) {
@@ -126,8 +143,10 @@ int run_status(const Context& ctx) {
   const bool deletes = ctx.config.relay.mark_mode == "delete";
   const std::string where = ctx.config.database.url.empty() ? "(PG* environment)" : pg::redact_conninfo(ctx.config.database.url);
   if (ctx.json) {
-    Json others = Json::array();
-    for (const auto& s : activity.others) others.push_back(to_json(s));
+    Json sessions = Json::array(), instances = Json::array(), lanes = Json::array();
+    for (const auto& s : activity.sessions) sessions.push_back(to_json(s));
+    for (const auto& i : activity.instances) instances.push_back(to_json(i));
+    for (const auto& l : activity.lanes) lanes.push_back(to_json(l));
     Json j{{"database", where},
            {"schema", ctx.config.database.schema},
            {"database_time", activity.now},
@@ -140,8 +159,10 @@ int run_status(const Context& ctx) {
            {"published_last_minute", deletes ? Json(nullptr) : json_or_null(activity.published_last_minute)},
            {"published_last_hour", deletes ? Json(nullptr) : json_or_null(activity.published_last_hour)},
            {"last_published_at", deletes ? Json(nullptr) : json_or_null(activity.last_published_at)},
-           {"owner", activity.owner ? to_json(*activity.owner) : Json(nullptr)},
-           {"other_sessions", others}};
+           {"instances", instances},
+           {"unowned_lanes", activity.unowned_lanes},
+           {"lanes", lanes},
+           {"sessions", sessions}};
     print_json(j);
     return 0;
   }
@@ -159,24 +180,34 @@ int run_status(const Context& ctx) {
   else
     std::cout << *activity.published_last_minute << " in the last minute, " << *activity.published_last_hour
               << " in the last hour, last at " << or_dash(activity.last_published_at);
-  std::cout << "\npublish lock    ";
-  if (const auto& o = activity.owner)
-    std::cout << "held by pid " << o->pid << " (" << o->application_name.value_or("?") << ", user "
-              << o->user.value_or("?") << ", " << client_of(*o) << "), state " << o->state.value_or("(hidden)")
-              << (o->connected_s ? ", for " + duration(*o->connected_s) + " (since its session began at " +
-                                       o->backend_start.value_or("?") + ")"
-                                 : "")
-              << "\n";
+  long long live = 0;
+  for (const auto& i : activity.instances) live += i.expires_in_s > 0 ? 1 : 0;
+  std::cout << "\ninstances       ";
+  if (live == 0)
+    std::cout << "none live: no relay is publishing this outbox";
   else
-    std::cout << "free: no relay is publishing this outbox\n";
-  if (!activity.others.empty()) {
-    std::cout << "\nother sessions named " << ctx.relay_app_name
-              << " (wake-up listeners, relays that lost the lock; a standby relay reconnects to try the lock):\n";
+    std::cout << live << " live, sharing " << activity.lanes.size() << " lanes";
+  if (activity.unowned_lanes > 0)
+    std::cout << "; " << activity.unowned_lanes << " lanes unowned (their events wait for an instance to take them)";
+  std::cout << "\n";
+  if (!activity.instances.empty()) {
     std::vector<std::vector<std::string>> table;
-    for (const auto& s : activity.others)
+    for (const auto& i : activity.instances)
+      table.push_back({i.instance, i.host, std::to_string(i.pid), std::to_string(i.lanes),
+                       i.lease_age_s ? duration(*i.lease_age_s) : "-",
+                       i.expires_in_s > 0 ? "live, expires in " + duration(i.expires_in_s)
+                                          : "gone " + duration(-i.expires_in_s) + " ago",
+                       i.started_at});
+    std::cout << "\n";
+    print_table({"INSTANCE", "HOST", "PID", "LANES", "LEASE AGE", "STATE", "STARTED AT"}, table);
+  }
+  if (!activity.sessions.empty()) {
+    std::cout << "\nsessions named " << ctx.relay_app_name << " (relays' stores and wake-up listeners):\n";
+    std::vector<std::vector<std::string>> table;
+    for (const auto& s : activity.sessions)
       table.push_back({std::to_string(s.pid), s.user.value_or("?"), client_of(s), s.backend_start.value_or("(hidden)"),
-                       s.state.value_or("(hidden)"), s.waits_for_lock ? "waiting" : "-"});
-    print_table({"PID", "USER", "CLIENT", "CONNECTED SINCE", "STATE", "PUBLISH LOCK"}, table);
+                       s.state.value_or("(hidden)")});
+    print_table({"PID", "USER", "CLIENT", "CONNECTED SINCE", "STATE"}, table);
   }
   return 0;
 }

@@ -14,6 +14,8 @@
 #include <stop_token>
 #include <thread>
 
+#include <unistd.h>
+
 #include "relay/config/config_loader.hpp"
 #include "relay/app/metrics_page.hpp"
 #include "relay/app/polling_wakeup.hpp"
@@ -27,6 +29,7 @@
 #include "relay/core/runner.hpp"
 #include "relay/kafka/kafka_publisher.hpp"
 #include "relay/pg/pg_conninfo.hpp"
+#include "relay/pg/pg_lease_store.hpp"
 #include "relay/pg/pg_migrator.hpp"
 #include "relay/pg/pg_outbox_store.hpp"
 #include "relay/pg/pg_wakeup.hpp"
@@ -55,6 +58,7 @@ RelayOptions relay_options(const config::Config& c) {
   o.max_attempts = c.relay.max_attempts;
   o.row_retry = {milliseconds(c.relay.retry_initial_ms), milliseconds(c.relay.retry_max_ms)};
   o.rescan_interval = milliseconds(c.relay.rescan_interval_ms);
+  o.publisher_header = c.message.publisher_header;
   return o;
 }
 
@@ -222,34 +226,55 @@ int run_relay_until_stopped(const config::Config& c, Logger& logger) {
               {"wakeup", c.relay.wakeup},
               {"mark_mode", c.relay.mark_mode}});
 
+  char host[256] = {};
+  if (::gethostname(host, sizeof host - 1) != 0) std::snprintf(host, sizeof host, "unknown-host");
+  const std::string instance =
+      c.ownership.instance_id.empty() ? pg::make_instance_id(host, static_cast<int>(::getpid())) : c.ownership.instance_id;
+  logger.log(LogLevel::info, "instance", {{"instance", instance}});
+
   RelayStats stats;
+  LeaseStats lease_stats;
   Lifecycle lifecycle(logger);
-  pg::PgOutboxStore store({conninfo, c.database.schema,
-                           c.relay.mark_mode == "delete" ? pg::MarkMode::remove : pg::MarkMode::update});
+  pg::PgStoreOptions store_options{conninfo, c.database.schema,
+                                   c.relay.mark_mode == "delete" ? pg::MarkMode::remove : pg::MarkMode::update};
+  store_options.owner = instance;
+  pg::PgOutboxStore store(store_options);
   kafka::KafkaPublisher publisher({c.kafka.brokers, milliseconds(c.kafka.delivery_timeout_ms), c.kafka.client_id,
                                    c.kafka.properties},
                                   logger);
   std::atomic<std::uint64_t> retention_deleted{0};
 
-  // Ready while steps reach the database and the broker; a standby is ready while the
-  // database keeps answering that another instance holds the publish lock (it retries at most
-  // 10 s apart), so rolling updates and disruption budgets treat it as the healthy spare it is.
-  // Who publishes is outbox_relay_is_publisher.
-  const auto ready_window = std::max(milliseconds(10'000), 3 * milliseconds(c.relay.poll_interval_ms));
-  auto ready = [&stats, &store, ready_window] {
-    auto age = std::chrono::steady_clock::now().time_since_epoch() - std::chrono::nanoseconds(stats.last_ok_steady_ns.load());
-    return (stats.last_step_ok.load() && age < ready_window) || store.standing_by(std::chrono::seconds(30));
-  };
-
-  // The status query and retention run on sessions of their own, named apart, with a short
-  // statement timeout.
-  auto side_session = [&](const std::string& suffix) {
+  // The status query, retention and the lease keeper run on sessions of their own, named
+  // apart, each with a statement timeout of its own.
+  auto side_session = [&](const std::string& suffix, int statement_timeout_ms) {
     auto params = pg::parse_conninfo(conninfo, "database.url");
     params["application_name"] = c.database.application_name + "-" + suffix;
-    params["options"] = "-c statement_timeout=" + std::to_string(suffix == "status" ? 5'000 : 60'000);
+    params["options"] = "-c statement_timeout=" + std::to_string(statement_timeout_ms);
     return pg::render_conninfo(params);
   };
-  pg::PgStatus status_reader(side_session("status"), c.database.schema);
+
+  // Lanes: this instance publishes the aggregates of the lanes it leases (a fair share of
+  // the live instances'); the keeper renews the leases on a thread and session of its own.
+  Ownership ownership(instance, pg::kLaneCount);
+  const milliseconds lease_ttl(c.ownership.lease_ttl_ms);
+  pg::PgLeaseStore lease_store(
+      {side_session("lease", c.ownership.lease_ttl_ms / 3), c.database.schema, instance, host, static_cast<int>(::getpid())});
+  LeaseOptions lease_options;
+  lease_options.ttl = lease_ttl;
+  lease_options.renew_interval = milliseconds(c.ownership.renew_interval_ms);
+  lease_options.safety_margin = lease_ttl / 10;
+  SteadyClock clock;
+  LeaseKeeper keeper(ownership, lease_store, clock, logger, lease_options, lease_stats);
+
+  // Ready while steps reach the database and the broker and the leases are renewed; an
+  // instance holding no lane (all taken by others) is ready as the healthy spare it is, so
+  // rolling updates and disruption budgets count it. Who publishes: outbox_relay_lanes_held.
+  const auto ready_window = std::max(milliseconds(10'000), 3 * milliseconds(c.relay.poll_interval_ms));
+  auto ready = [&stats, &keeper, ready_window, lease_ttl] {
+    auto age = std::chrono::steady_clock::now().time_since_epoch() - std::chrono::nanoseconds(stats.last_ok_steady_ns.load());
+    return stats.last_step_ok.load() && age < ready_window && keeper.renewed_within(lease_ttl);
+  };
+  pg::PgStatus status_reader(side_session("status", 5'000), c.database.schema);
   lifecycle.serve_http(c.http.listen, [&](const std::string& path) -> http::HttpResponse {
     if (path == "/healthz") return {200, "text/plain; charset=utf-8", "ok\n"};
     if (path == "/readyz")
@@ -263,7 +288,11 @@ int run_relay_until_stopped(const config::Config& c, Logger& logger) {
       } catch (const std::exception&) {
       }
       in.ready = ready();
-      in.publisher = store.publisher();
+      in.leases = &lease_stats;
+      in.lanes_held = ownership.held_count(clock.now());
+      if (auto last = lease_stats.last_renewal_ns.load())
+        in.lease_renewal_age_s = std::chrono::duration<double>(clock.now().time_since_epoch() - std::chrono::nanoseconds(last)).count();
+      in.marks_unmatched = store.marks_unmatched();
       in.database_reconnects = store.reconnects();
       in.producer_restarts = publisher.restarts();
       in.retention_deleted = retention_deleted;
@@ -278,7 +307,6 @@ int run_relay_until_stopped(const config::Config& c, Logger& logger) {
   lifecycle.systemd().notify("READY=1\nSTATUS=waiting for the database");
 
   // Wait for the database, then check the table's shape once: a wrong schema is fatal.
-  SteadyClock clock;
   BackoffPolicy connect_backoff{milliseconds(200), milliseconds(10'000)};
   auto beat = [&] { stats.heartbeat_ns = std::chrono::nanoseconds(clock.now().time_since_epoch()).count(); };
   for (int attempt = 1; !stop; ++attempt) {
@@ -308,7 +336,7 @@ int run_relay_until_stopped(const config::Config& c, Logger& logger) {
 
   // Retention on a thread of its own: its batches never delay a publish.
   pg::RetentionOptions retention_options;
-  retention_options.conninfo = side_session("retention");
+  retention_options.conninfo = side_session("retention", 60'000);
   retention_options.schema = c.database.schema;
   if (c.relay.mark_mode == "update") retention_options.published_window = std::chrono::hours(c.retention.published_hours);
   retention_options.inbox_window = std::chrono::hours(c.retention.inbox_hours);
@@ -319,13 +347,31 @@ int run_relay_until_stopped(const config::Config& c, Logger& logger) {
       run_retention(pg::PgRetention(retention_options), every, halt, retention_deleted, logger);
     });
 
-  Relay relay(store, publisher, clock, MessageBuilder(message_options(c)), relay_options(c), stats);
+  // A keeper that meets a database without lanes (not migrated to 0006) stops the relay.
+  std::optional<std::string> keeper_fatal;
+  std::jthread keeper_thread([&](std::stop_token halt) {
+    try {
+      keeper.run(halt);
+    } catch (const FatalError& e) {
+      keeper_fatal = e.what();
+      ownership.clear();
+      stop = true;
+    }
+  });
+
+  Relay relay(store, publisher, clock, MessageBuilder(message_options(c)), relay_options(c), stats, &ownership);
   RunnerOptions ro;
   ro.poll_interval = milliseconds(c.relay.poll_interval_ms);
   ro.linger = milliseconds(c.relay.linger_ms);
   ro.shutdown_timeout = milliseconds(c.relay.shutdown_timeout_ms);
   Runner runner(relay, *wakeup, clock, logger, ro);
   auto exit = runner.run(stop);
+  // Everything acknowledged is marked: hand the lanes back at once (the others are told by
+  // NOTIFY) instead of letting them expire.
+  keeper_thread.request_stop();
+  keeper_thread.join();
+  if (keeper_fatal) throw SchemaError(*keeper_fatal);
+  keeper.leave();
   try {
     wakeup->set_listening(false);
   } catch (const TransientError&) {

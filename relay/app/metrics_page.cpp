@@ -31,6 +31,19 @@ void histogram(std::string& out, const std::string& name, const char* help, cons
   out += name + "_count " + std::to_string(s.cumulative.back()) + '\n';
 }
 
+std::string label_value(const std::string& v) {
+  std::string out;
+  for (char c : v) {
+    if (c == '\\' || c == '"') out += '\\';
+    if (c == '\n') {
+      out += "\\n";
+      continue;
+    }
+    out += c;
+  }
+  return out;
+}
+
 }  // namespace
 
 std::string render_metrics(const MetricsInputs& in) {
@@ -53,7 +66,32 @@ std::string render_metrics(const MetricsInputs& in) {
   metric(out, "outbox_relay_ready", "gauge", "1 when the last step reached the database and the broker recently",
          in.ready ? "1" : "0");
   metric(out, "outbox_relay_is_publisher", "gauge",
-         "1 on the instance holding the publish lock; standbys report 0", in.publisher ? "1" : "0");
+         "1 while this instance holds at least one lane; 0 on a spare", in.lanes_held > 0 ? "1" : "0");
+  metric(out, "outbox_relay_lanes_held", "gauge", "lanes this instance holds and may publish (its share)",
+         std::to_string(in.lanes_held));
+  metric(out, "outbox_relay_marks_unmatched_total", "counter",
+         "rows marked that matched nothing: their lane was no longer held (fenced) or they were already marked",
+         std::to_string(in.marks_unmatched));
+  if (in.lease_renewal_age_s)
+    metric(out, "outbox_relay_lease_renewal_age_seconds", "gauge",
+           "time since this instance last renewed its leases (alert well before ownership.lease_ttl_ms)",
+           number(*in.lease_renewal_age_s, "%.3f"));
+  if (in.leases) {
+    const auto& l = *in.leases;
+    metric(out, "outbox_relay_lanes_fair_share", "gauge", "lanes this instance should hold given the live instances",
+           std::to_string(l.fair_share.load()));
+    metric(out, "outbox_relay_live_instances", "gauge", "relay instances seen alive at the last renewal",
+           std::to_string(l.live_instances.load()));
+    metric(out, "outbox_relay_lanes_acquired_total", "counter", "lanes this instance took (free, expired or handed back)",
+           std::to_string(l.acquired_total.load()));
+    metric(out, "outbox_relay_lanes_released_total", "counter", "lanes this instance handed back (rebalance or stop)",
+           std::to_string(l.released_total.load()));
+    metric(out, "outbox_relay_lanes_lost_total", "counter",
+           "lanes whose lease lapsed before this instance renewed it (paused, cut off): it stopped publishing them",
+           std::to_string(l.lost_total.load()));
+    metric(out, "outbox_relay_lease_renew_failures_total", "counter", "lease renewals that failed (database away)",
+           std::to_string(l.renew_failures_total.load()));
+  }
   metric(out, "outbox_relay_database_up", "gauge", "1 when the status query below succeeded", in.status ? "1" : "0");
   if (in.status) {
     metric(out, "outbox_relay_backlog_events", "gauge", "unpublished, not dead-lettered outbox rows",
@@ -63,6 +101,16 @@ std::string render_metrics(const MetricsInputs& in) {
            number(in.status->oldest_unpublished_age_s, "%.3f"));
     metric(out, "outbox_relay_dead_lettered_events", "gauge", "rows parked in the dead letter state",
            std::to_string(in.status->dead_lettered));
+    header(out, "outbox_relay_owner_lanes", "gauge", "lanes each instance holds (from the database; every instance reports all)");
+    for (const auto& o : in.status->owners)
+      out += "outbox_relay_owner_lanes{owner=\"" + label_value(o.instance) + "\"} " + std::to_string(o.lanes) + '\n';
+    header(out, "outbox_relay_owner_lease_age_seconds", "gauge",
+           "per instance, time since the least recent renewal of its leases (database clock)");
+    for (const auto& o : in.status->owners)
+      out += "outbox_relay_owner_lease_age_seconds{owner=\"" + label_value(o.instance) + "\"} " +
+             number(o.lease_age_s, "%.3f") + '\n';
+    metric(out, "outbox_relay_unowned_lanes", "gauge", "lanes nobody holds (free or expired): their events wait",
+           std::to_string(in.status->unowned_lanes));
   }
   return out;
 }

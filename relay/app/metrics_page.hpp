@@ -7,6 +7,7 @@
 #include <optional>
 #include <string>
 
+#include "relay/core/ownership.hpp"
 #include "relay/core/relay_stats.hpp"
 #include "relay/pg/pg_status.hpp"
 
@@ -16,7 +17,10 @@ struct MetricsInputs {
   const RelayStats& stats;
   std::optional<pg::OutboxStatus> status;  // nullopt: the database could not be read
   bool ready = false;
-  bool publisher = false;  // holds the publish lock
+  const LeaseStats* leases = nullptr;
+  std::size_t lanes_held = 0;
+  std::optional<double> lease_renewal_age_s{};  // nullopt: never renewed
+  std::uint64_t marks_unmatched = 0;
   std::uint64_t database_reconnects = 0;
   std::uint64_t producer_restarts = 0;
   std::uint64_t retention_deleted = 0;

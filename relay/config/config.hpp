@@ -27,6 +27,7 @@ struct KafkaConfig {
 struct MessageConfig {
   std::string id_header = "id";
   std::string event_type_header = "eventType";
+  std::string publisher_header;  // empty: no header naming the sending instance, lane and epoch
 };
 
 struct RelaySettings {
@@ -49,6 +50,12 @@ struct RetentionConfig {
   int batch_size = 1000;      // rows per short transaction
 };
 
+struct OwnershipConfig {
+  std::string instance_id;      // empty: <hostname>:<pid>:<random>
+  int lease_ttl_ms = 10'000;    // a lane whose lease is not renewed for this long passes on
+  int renew_interval_ms = 2'000;
+};
+
 struct HttpConfig {
   std::string listen = "127.0.0.1:9464";  // host:port for /healthz, /readyz, /metrics; empty: off
 };
@@ -64,6 +71,7 @@ struct Config {
   MessageConfig message;
   RelaySettings relay;
   RetentionConfig retention;
+  OwnershipConfig ownership;
   HttpConfig http;
   LogConfig log;
 };

@@ -73,6 +73,9 @@ const std::vector<Setting>& settings() {
            "Kafka header carrying the event id."),
       text("message.event_type_header", [](Config& c) -> std::string& { return c.message.event_type_header; },
            "Kafka header carrying the event type; empty to leave it out."),
+      text("message.publisher_header", [](Config& c) -> std::string& { return c.message.publisher_header; },
+           "Kafka header naming the instance, lane and lease epoch that sent the message "
+           "(\"<instance> lane=<n> epoch=<e>\"); empty to leave it out."),
       integer("relay.batch_size", [](Config& c) -> int& { return c.relay.batch_size; }, 1, 100'000,
               "Rows fetched, published and marked per batch."),
       choice("relay.wakeup", [](Config& c) -> std::string& { return c.relay.wakeup; }, {"notify", "poll"},
@@ -109,6 +112,18 @@ const std::vector<Setting>& settings() {
               "Seconds between retention passes."),
       integer("retention.batch_size", [](Config& c) -> int& { return c.retention.batch_size; }, 1, 100'000,
               "Rows deleted per short transaction (each batch commits; no long locks)."),
+      text("ownership.instance_id", [](Config& c) -> std::string& { return c.ownership.instance_id; },
+           "This instance's name in outbox_relay_instances and outbox_relay_lanes; must be unique among "
+           "running instances. Empty: <hostname>:<pid>:<random>, new at every start."),
+      integer("ownership.lease_ttl_ms", [](Config& c) -> int& { return c.ownership.lease_ttl_ms; }, 2'000,
+              600'000,
+              "Lease of a lane (by the database's clock). An instance that stops renewing (killed, paused, "
+              "cut off) loses its lanes this long after its last renewal; the others then take them over. "
+              "It stops publishing a tenth of this earlier, by its own clock."),
+      integer("ownership.renew_interval_ms", [](Config& c) -> int& { return c.ownership.renew_interval_ms; }, 100,
+              300'000,
+              "How often leases are renewed and the fair share recomputed; at most 0.45 of "
+              "ownership.lease_ttl_ms. Joins, departures and lanes handed back are noticed at once (NOTIFY)."),
       text("http.listen", [](Config& c) -> std::string& { return c.http.listen; },
            "host:port serving /healthz (alive), /readyz (database and broker reached recently) and "
            "/metrics (Prometheus). Loopback by default; 0.0.0.0:9464 in a container. Empty: no HTTP."),
@@ -317,6 +332,9 @@ Config load_config(const ConfigSources& sources) {
   Config& c = l.config_;
   if (c.relay.retry_max_ms < c.relay.retry_initial_ms)
     l.error("relay.retry_max_ms: must be at least relay.retry_initial_ms (" + std::to_string(c.relay.retry_initial_ms) + ")");
+  if (c.ownership.renew_interval_ms * 20 > c.ownership.lease_ttl_ms * 9)
+    l.error("ownership.renew_interval_ms: at most 0.45 of ownership.lease_ttl_ms (" +
+            std::to_string(c.ownership.lease_ttl_ms) + "), so one missed renewal does not lose the lanes");
   if (!c.database.url.empty()) {
     try {
       (void)pg::parse_conninfo(c.database.url, "database.url");

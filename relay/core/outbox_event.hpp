@@ -32,6 +32,8 @@ struct OutboxEvent {
   // Set when the store could not decode the row (e.g. malformed headers): the row can never
   // become a message and is failed permanently with this reason.
   std::optional<std::string> defect;
+  // The aggregate's lane (see ownership.hpp), computed by the store; -1: unknown.
+  int lane = -1;
 };
 
 // Aggregates are ordered within (aggregate_type, aggregate_id).

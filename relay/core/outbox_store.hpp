@@ -19,6 +19,8 @@ struct FetchRequest {
   std::optional<std::int64_t> after_seq;
   // Aggregates whose rows must not be returned (they wait behind a failed event).
   std::vector<AggregateKey> exclude;
+  // Only rows of these lanes (the ones this instance holds); nullopt: every lane.
+  std::optional<std::vector<int>> lanes = std::nullopt;
 };
 
 struct FailedAttempt {

@@ -25,13 +25,14 @@ const char* to_string(DeliveryStatus s) {
 }
 
 Relay::Relay(OutboxStore& store, Publisher& publisher, const Clock& clock, MessageBuilder builder,
-             RelayOptions options, RelayStats& stats)
+             RelayOptions options, RelayStats& stats, Ownership* ownership)
     : store_(store),
       publisher_(publisher),
       clock_(clock),
       builder_(std::move(builder)),
-      options_(options),
-      stats_(stats) {
+      options_(std::move(options)),
+      stats_(stats),
+      ownership_(ownership) {
   if (options_.batch_size == 0) throw ConfigError("relay.batch_size: must be at least 1");
   if (options_.max_attempts < 1) throw ConfigError("relay.max_attempts: must be at least 1");
 }
@@ -79,6 +80,12 @@ StepResult Relay::step() {
       prefetched_.reset();
       std::erase_if(blocked_until_, [now](const auto& kv) { return kv.second <= now; });
       next_rescan_ = now + options_.rescan_interval;
+      if (!refresh_lanes(now)) {  // nothing held: another instance publishes everything
+        stats_.last_step_ok = true;
+        stats_.last_ok_steady_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(now.time_since_epoch()).count();
+        result.kind = StepKind::idle;
+        return result;
+      }
     }
 
     std::vector<OutboxEvent> events;
@@ -87,7 +94,7 @@ StepResult Relay::step() {
       events = std::move(*prefetched_);
       fetched_at = prefetched_at_;
     } else {
-      FetchRequest request{options_.batch_size, std::nullopt, excluded_aggregates()};
+      FetchRequest request{options_.batch_size, std::nullopt, excluded_aggregates(), lanes_};
       if (pipelined) request.after_seq = pending_->max_seq;
       fetched_at = clock_.now();
       events = store_.fetch(request);
@@ -110,7 +117,7 @@ StepResult Relay::step() {
       if (pending_) result.published += write_settlement();
       if (full && options_.pipeline && !stop_requested_) {
         prefetched_at_ = clock_.now();
-        prefetched_ = store_.fetch({options_.batch_size, max_seq, excluded_aggregates()});
+        prefetched_ = store_.fetch({options_.batch_size, max_seq, excluded_aggregates(), lanes_});
       }
     } catch (const TransientError& e) {
       write_error = e.what();
@@ -155,6 +162,13 @@ Relay::InFlight Relay::dispatch(std::vector<OutboxEvent> events) {
   for (auto& event : events) {
     auto key = aggregate_of(event);
     Sent& s = sent.emplace_back(Sent{std::move(event), std::nullopt});
+    // Checked per message, just before it is handed over: a lease that lapsed while this
+    // batch was read (or the process was paused) stops the sends at once.
+    std::optional<std::int64_t> epoch;
+    if (ownership_ && !(epoch = ownership_->publishable(s.event.lane, clock_.now()))) {
+      ++stats_.not_owned_total;
+      continue;
+    }
     if (blocked(key)) {
       ++stats_.held_back_total;
       continue;
@@ -175,7 +189,13 @@ Relay::InFlight Relay::dispatch(std::vector<OutboxEvent> events) {
       block(key, now);
       continue;
     }
-    if (auto refused = publisher_.send(std::get<Message>(built))) {
+    auto& message = std::get<Message>(built);
+    if (!options_.publisher_header.empty())
+      message.headers.emplace_back(options_.publisher_header,
+                                   (ownership_ ? ownership_->instance() : std::string("outbox-relay")) +
+                                       " lane=" + std::to_string(s.event.lane) +
+                                       " epoch=" + std::to_string(epoch.value_or(0)));
+    if (auto refused = publisher_.send(message)) {
       s.result = std::move(refused);
       block(key, now);
       continue;
@@ -263,6 +283,17 @@ std::size_t Relay::write_settlement() {
   }
   pending_.reset();
   return n;
+}
+
+bool Relay::refresh_lanes(Clock::time_point now) {
+  if (!ownership_) return true;
+  auto view = ownership_->view(now);
+  ownership_->report_drained(view.handing_back);
+  if (view.all)
+    lanes_.reset();
+  else
+    lanes_ = std::move(view.lanes);
+  return !lanes_ || !lanes_->empty();
 }
 
 StepResult Relay::transient_failure(const std::string& what) {

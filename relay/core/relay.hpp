@@ -15,6 +15,7 @@
 #include "relay/core/clock.hpp"
 #include "relay/core/message_builder.hpp"
 #include "relay/core/outbox_store.hpp"
+#include "relay/core/ownership.hpp"
 #include "relay/core/publisher.hpp"
 #include "relay/core/relay_stats.hpp"
 
@@ -37,6 +38,9 @@ struct RelayOptions {
   // Upper bound of the aggregate list sent to the store as an exclusion (an optimisation;
   // correctness does not depend on it).
   std::size_t max_excluded_aggregates = 1000;
+  // Header naming the instance, lane and lease epoch that sent each message
+  // ("<instance> lane=<n> epoch=<e>"); empty: none.
+  std::string publisher_header;
 };
 
 enum class StepKind {
@@ -56,8 +60,9 @@ struct StepResult {
 
 class Relay {
  public:
+  // `ownership`: the lanes this instance may publish; nullptr: every lane (a sole relay).
   Relay(OutboxStore& store, Publisher& publisher, const Clock& clock, MessageBuilder builder,
-        RelayOptions options, RelayStats& stats);
+        RelayOptions options, RelayStats& stats, Ownership* ownership = nullptr);
 
   [[nodiscard]] StepResult step();
 
@@ -68,6 +73,8 @@ class Relay {
 
   // Rows acknowledged but not yet marked (kept across transient database errors).
   [[nodiscard]] std::size_t unmarked() const;
+  // Changes when the lanes held change: a waiting runner steps again at once.
+  [[nodiscard]] std::uint64_t ownership_version() const { return ownership_ ? ownership_->version() : 0; }
 
  private:
   struct Sent {
@@ -99,6 +106,9 @@ class Relay {
   void block(const AggregateKey& key, Clock::time_point until);
   [[nodiscard]] bool blocked(const AggregateKey& key) const;
   StepResult transient_failure(const std::string& what);
+  // At a head scan (nothing in flight or unmarked): reports lanes being handed back as
+  // drained and takes the current lanes; false when none is held.
+  bool refresh_lanes(Clock::time_point now);
 
   OutboxStore& store_;
   Publisher& publisher_;
@@ -106,6 +116,9 @@ class Relay {
   MessageBuilder builder_;
   RelayOptions options_;
   RelayStats& stats_;
+  Ownership* ownership_;
+  // The lanes fetched from, taken at each head scan (nullopt: every lane).
+  std::optional<std::vector<int>> lanes_;
 
   std::atomic<bool> stop_requested_{false};
   std::optional<Settlement> pending_;  // delivered batch whose marks are not yet written

@@ -18,6 +18,8 @@ namespace outbox::relay {
   X(held_back_total, "events not sent because an earlier event of their aggregate waits")  \
   X(unmarked_after_failure_total, "acknowledged events left unmarked (will be re-sent) "  \
                                   "because an earlier event of their aggregate failed")   \
+  X(not_owned_total, "events not sent because this instance no longer held their lane "   \
+                     "(lease lapsed or being handed back); their new owner sends them")   \
   X(batches_total, "batches fetched from the outbox")                                     \
   X(transient_errors_total, "steps that failed because the database or broker was away")
 

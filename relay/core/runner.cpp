@@ -17,8 +17,10 @@ void Runner::set_listening(bool listening) {
 }
 
 void Runner::wait_until(Clock::time_point deadline, bool wake_on_hint, const std::atomic<bool>& stop) {
+  const auto lanes_version = relay_.ownership_version();
   while (stopping_ || !stop.load()) {
     relay_.beat();
+    if (wake_on_hint && relay_.ownership_version() != lanes_version) return;  // lanes gained or to hand back
     auto now = clock_.now();
     if (now >= deadline) return;
     auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now);

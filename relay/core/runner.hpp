@@ -32,7 +32,8 @@ class Runner {
   RunnerExit run(const std::atomic<bool>& stop);
 
  private:
-  // Waits until `deadline` in slices; returns early on a hint when `wake_on_hint`, and on a
+  // Waits until `deadline` in slices; returns early on a hint or a change of the lanes held
+  // when `wake_on_hint`, and on a
   // stop request unless the stop is already being carried out (then backoffs are honoured).
   void wait_until(Clock::time_point deadline, bool wake_on_hint, const std::atomic<bool>& stop);
   bool stopping_ = false;

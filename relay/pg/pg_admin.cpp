@@ -119,25 +119,48 @@ Activity PgAdmin::activity() {
     } catch (const pqxx::sql_error& e) {
       if (e.sqlstate() != "57014") throw;  // query_canceled by the timeout: leave them unknown
     }
-    // The lock holder through pg_locks (advisory, two int4 keys: objsubid 2), and the other
-    // sessions carrying the relay's application_name (wake-up listeners, relays standing by
-    // after losing the lock). pg_stat_activity shows every column only for sessions of the
-    // same role (or with pg_read_all_stats); the rest come back null.
+    // The relay's own sessions (pg_stat_activity shows every column only for sessions of the
+    // same role, or with pg_read_all_stats; the rest come back null).
     pqxx::read_transaction tx(c);
     auto r = tx.exec_params(
-        "WITH k AS (SELECT * FROM (VALUES (" + std::string(kPublishLockKeys) + ")) AS v(class_key, object_key)), "
-        "l AS (SELECT l.pid, bool_or(l.granted) AS granted FROM pg_locks l, k "
-        "  WHERE l.locktype = 'advisory' AND l.objsubid = 2 AND l.classid = k.class_key::oid "
-        "  AND l.objid = k.object_key::oid "
-        "  AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) GROUP BY l.pid) "
         "SELECT a.pid, a.application_name, a.usename::text, host(a.client_addr), a.client_port, " +
             iso("a.backend_start") +
-            ", a.state, extract(epoch FROM now() - a.backend_start)::float8, "
-            "COALESCE(l.granted, false), COALESCE(NOT l.granted, false) "
-            "FROM pg_stat_activity a LEFT JOIN l ON l.pid = a.pid "
-            "WHERE (l.pid IS NOT NULL OR a.application_name = $2) AND a.pid <> pg_backend_pid() "
-            "ORDER BY COALESCE(l.granted, false) DESC, a.backend_start, a.pid",
-        schema_, relay_application_name_);
+            ", a.state, extract(epoch FROM now() - a.backend_start)::float8 "
+            "FROM pg_stat_activity a WHERE a.application_name = $1 AND a.pid <> pg_backend_pid() "
+            "ORDER BY a.backend_start, a.pid",
+        relay_application_name_);
+    const std::string lanes = quoted_identifier(schema_, "database.schema") + ".outbox_relay_lanes";
+    const std::string instances = quoted_identifier(schema_, "database.schema") + ".outbox_relay_instances";
+    for (const auto& row : tx.exec(
+             "SELECT i.instance, i.host, i.pid, " + iso("i.started_at") +
+             ", extract(epoch FROM now() - i.seen_at)::float8, extract(epoch FROM i.expires_at - now())::float8, "
+             "count(l.lane), extract(epoch FROM now() - min(l.renewed_at))::float8 "
+             "FROM " + instances + " i LEFT JOIN " + lanes + " l ON l.owner = i.instance AND l.lease_until > now() "
+             "GROUP BY i.instance ORDER BY i.expires_at > now() DESC, i.instance")) {
+      InstanceInfo in;
+      in.instance = row[0].as<std::string>();
+      in.host = row[1].as<std::string>();
+      in.pid = row[2].as<int>();
+      in.started_at = row[3].as<std::string>();
+      in.seen_s = row[4].as<double>();
+      in.expires_in_s = row[5].as<double>();
+      in.lanes = row[6].as<long long>();
+      in.lease_age_s = optional_of<double>(row[7]);
+      a.instances.push_back(std::move(in));
+    }
+    for (const auto& row : tx.exec("SELECT lane, owner, epoch, "
+                                   "CASE WHEN lease_until = '-infinity' THEN -1e9 "
+                                   "ELSE extract(epoch FROM lease_until - now())::float8 END, "
+                                   "extract(epoch FROM now() - renewed_at)::float8 FROM " + lanes + " ORDER BY lane")) {
+      LaneInfo l;
+      l.lane = row[0].as<int>();
+      l.owner = optional_of<std::string>(row[1]);
+      l.epoch = row[2].as<long long>();
+      l.expires_in_s = row[3].as<double>();
+      l.renewed_s = optional_of<double>(row[4]);
+      if (!l.owner || l.expires_in_s <= 0) ++a.unowned_lanes;
+      a.lanes.push_back(std::move(l));
+    }
     // Pending rows the relay's fetch leaves out (an earlier dead letter in their aggregate), counted
     // like the backlog through the partial index of pending rows.
     auto h = tx.exec("SELECT " + iso("now()") + ", (SELECT count(*) FROM " + table_ +
@@ -156,12 +179,7 @@ Activity PgAdmin::activity() {
       s.backend_start = optional_of<std::string>(row[5]);
       s.state = optional_of<std::string>(row[6]);
       s.connected_s = optional_of<double>(row[7]);
-      s.holds_lock = row[8].as<bool>();
-      s.waits_for_lock = row[9].as<bool>();
-      if (s.holds_lock && !a.owner)
-        a.owner = std::move(s);
-      else
-        a.others.push_back(std::move(s));
+      a.sessions.push_back(std::move(s));
     }
     return a;
   } catch (...) {

@@ -1,4 +1,4 @@
-// What the operator CLI asks of the outbox: who holds the publish lock, throughput, dead
+// What the operator CLI asks of the outbox: which instances hold which lanes, throughput, dead
 // letters (list, show, requeue, purge) and replays, on a connection of its own.
 #pragma once
 
@@ -12,8 +12,6 @@
 #include "relay/pg/pg_outbox_store.hpp"
 
 namespace outbox::relay::pg {
-
-// The publish lock's keys (kPublishLockKeys) come from pg_outbox_store.hpp, which takes it.
 
 // The channel the relay LISTENs on (PgWakeup) and the insert trigger of migration 0002 notifies.
 inline constexpr const char* kWakeupChannel = "outbox_events";
@@ -42,8 +40,26 @@ struct SessionInfo {
   std::optional<std::string> backend_start;
   std::optional<std::string> state;
   std::optional<double> connected_s;             // now() - backend_start, database clock
-  bool holds_lock = false;                       // granted the publish lock
-  bool waits_for_lock = false;                   // blocked in pg_advisory_lock on it
+};
+
+// A relay instance in outbox_relay_instances (live, or gone within the last hour).
+struct InstanceInfo {
+  std::string instance;
+  std::string host;
+  int pid = 0;
+  std::string started_at;
+  double seen_s = 0;        // since its last renewal
+  double expires_in_s = 0;  // negative: gone (expired)
+  long long lanes = 0;      // leases it holds now
+  std::optional<double> lease_age_s;  // since the least recent renewal of those leases
+};
+
+struct LaneInfo {
+  int lane = 0;
+  std::optional<std::string> owner;  // null: free; an expired lease keeps its last owner
+  long long epoch = 0;
+  double expires_in_s = 0;           // negative: expired
+  std::optional<double> renewed_s;   // since its last renewal
 };
 
 struct Activity {
@@ -53,8 +69,10 @@ struct Activity {
   std::optional<long long> published_last_hour;
   std::optional<std::string> last_published_at;
   bool published_counted = false;
-  std::optional<SessionInfo> owner;                // holds the publish lock
-  std::vector<SessionInfo> others;                 // other sessions of the relay's application_name, or waiting
+  std::vector<InstanceInfo> instances;             // live first, then by name
+  std::vector<LaneInfo> lanes;                     // by lane
+  long long unowned_lanes = 0;                     // free or expired: their events wait
+  std::vector<SessionInfo> sessions;               // sessions of the relay's application_name
 };
 
 // What names an event to an operator.

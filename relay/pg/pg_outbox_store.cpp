@@ -25,24 +25,36 @@ const std::set<std::string> kRequiredColumns{
     "headers", "topic",        "published_at",   "attempts",     "next_attempt_at", "last_error",
     "dead_lettered_at", "created_at"};
 
-std::string fetch_sql(const std::string& table, bool excluding) {
+std::string fetch_sql(const std::string& schema, bool excluding) {
+  const std::string table = schema + ".outbox_events";
+  const std::string lane = schema + ".outbox_lane(e.aggregate_type, e.aggregate_id)";
   // Rows of an aggregate wait behind an earlier dead-lettered event (operator action needed);
   // rows before it still flow (say the operator requeued an earlier one of two dead letters).
+  // $3: the lanes this instance holds (NULL: all of them).
   std::string sql =
       "SELECT e.seq, e.id::text, e.aggregate_type, e.aggregate_id, e.event_type, e.payload, "
       "e.headers::text, e.topic, e.attempts, "
       "CASE WHEN e.next_attempt_at > now() "
       "THEN ceil(extract(epoch FROM e.next_attempt_at - now()) * 1000)::bigint ELSE 0 END, "
-      "greatest(0, extract(epoch FROM now() - e.created_at) * 1000000)::bigint "
+      "greatest(0, extract(epoch FROM now() - e.created_at) * 1000000)::bigint, " + lane + " "
       "FROM " + table + " e "
       "WHERE e.published_at IS NULL AND e.dead_lettered_at IS NULL AND e.seq > $1 "
+      "AND ($3::int[] IS NULL OR " + lane + " = ANY($3::int[])) "
       "AND NOT EXISTS (SELECT 1 FROM " + table + " d WHERE d.dead_lettered_at IS NOT NULL "
       "AND d.aggregate_type = e.aggregate_type AND d.aggregate_id = e.aggregate_id AND d.seq < e.seq) ";
   if (excluding)
-    sql += "AND NOT EXISTS (SELECT 1 FROM unnest($3::text[], $4::text[]) AS x(t, i) "
+    sql += "AND NOT EXISTS (SELECT 1 FROM unnest($4::text[], $5::text[]) AS x(t, i) "
            "WHERE x.t = e.aggregate_type AND x.i = e.aggregate_id) ";
   sql += "ORDER BY e.seq LIMIT $2";
   return sql;
+}
+
+// Marks and failures land only on rows whose lane this instance still holds (fencing): an
+// instance that lost a lane matches no row. Without an owner (a store used alone, in tests
+// and tools) nothing is fenced.
+std::string fence(const std::string& schema, const std::string& owner_param) {
+  return " AND l.lane = " + schema + ".outbox_lane(e.aggregate_type, e.aggregate_id) AND l.owner = " +
+         owner_param + " AND l.lease_until > now()";
 }
 
 // Row headers are a JSON object; string values pass as they are, others as their JSON text.
@@ -78,6 +90,15 @@ std::string bigint_array_literal(std::span<const std::int64_t> values) {
   return s + "}";
 }
 
+std::string int_array_literal(std::span<const int> values) {
+  std::string s = "{";
+  for (std::size_t i = 0; i < values.size(); ++i) {
+    if (i) s += ',';
+    s += std::to_string(values[i]);
+  }
+  return s + "}";
+}
+
 std::string text_array_literal(const std::vector<std::string>& values) {
   std::string s = "{";
   for (std::size_t i = 0; i < values.size(); ++i) {
@@ -98,15 +119,7 @@ PgOutboxStore::PgOutboxStore(PgStoreOptions options) : options_(std::move(option
 
 PgOutboxStore::~PgOutboxStore() = default;
 
-void PgOutboxStore::reset() {
-  conn_.reset();
-  publisher_ = false;
-}
-
-bool PgOutboxStore::standing_by(std::chrono::nanoseconds within) const {
-  const auto seen = standby_seen_ns_.load();
-  return seen != 0 && std::chrono::steady_clock::now().time_since_epoch() - std::chrono::nanoseconds(seen) < within;
-}
+void PgOutboxStore::reset() { conn_.reset(); }
 
 struct PgOutboxStore::Session {
   explicit Session(const std::string& conninfo) : conn(conninfo) {}
@@ -119,38 +132,27 @@ PgOutboxStore::Session& PgOutboxStore::session() {
   try {
     auto session = std::make_unique<Session>(options_.conninfo);
     pqxx::connection* c = &session->conn;
-    const std::string table = quoted_identifier(options_.schema, "database.schema") + ".outbox_events";
-    c->prepare(kFetch, fetch_sql(table, false));
-    c->prepare(kFetchExcluding, fetch_sql(table, true));
+    const std::string schema = quoted_identifier(options_.schema, "database.schema");
+    const std::string table = schema + ".outbox_events";
+    const bool fenced = !options_.owner.empty();
+    const std::string lanes = fenced ? " FROM " + schema + ".outbox_relay_lanes l" : "";
+    c->prepare(kFetch, fetch_sql(schema, false));
+    c->prepare(kFetchExcluding, fetch_sql(schema, true));
     if (options_.mark_mode == MarkMode::update)
-      c->prepare(kMark, "UPDATE " + table +
-                            " SET published_at = now() WHERE seq = ANY($1::bigint[]) AND published_at IS NULL");
+      c->prepare(kMark, "UPDATE " + table + " e SET published_at = now()" + lanes +
+                            " WHERE e.seq = ANY($1::bigint[]) AND e.published_at IS NULL" +
+                            (fenced ? fence(schema, "$2") : ""));
     else
-      c->prepare(kMark, "DELETE FROM " + table + " WHERE seq = ANY($1::bigint[])");
+      c->prepare(kMark, "DELETE FROM " + table + " e" + (fenced ? " USING " + schema + ".outbox_relay_lanes l" : "") +
+                            " WHERE e.seq = ANY($1::bigint[])" + (fenced ? fence(schema, "$2") : ""));
     c->prepare(kFail,
                "UPDATE " + table +
-                   " SET attempts = $2, last_error = $3, "
+                   " e SET attempts = $2, last_error = $3, "
                    "next_attempt_at = CASE WHEN $5 THEN NULL ELSE now() + $4 * interval '1 millisecond' END, "
-                   "dead_lettered_at = CASE WHEN $5 THEN now() ELSE NULL END "
-                   "WHERE seq = $1 AND published_at IS NULL");
-    // One publisher per outbox: a session-level advisory lock, held by the same session that
-    // writes the marks. A second relay stands by until this session ends (a killed relay's
-    // backend exits at once); if this connection dies, its marks cannot land either.
-    {
-      pqxx::nontransaction tx(*c);
-      auto r = tx.exec_params(std::string("SELECT pg_try_advisory_lock(") + kPublishLockKeys + ")", options_.schema);
-      if (!r[0][0].as<bool>()) {
-        standby_seen_ns_ = std::chrono::steady_clock::now().time_since_epoch().count();
-        throw TransientError("another relay instance publishes this outbox (" + options_.schema +
-                             ".outbox_events); standing by until its session ends");
-      }
-    }
+                   "dead_lettered_at = CASE WHEN $5 THEN now() ELSE NULL END" + lanes +
+                   " WHERE e.seq = $1 AND e.published_at IS NULL" + (fenced ? fence(schema, "$6") : ""));
     conn_ = std::move(session);
     if (sessions_opened_++ > 0) ++reconnects_;
-    publisher_ = true;
-    standby_seen_ns_ = 0;
-  } catch (const TransientError&) {
-    throw;
   } catch (...) {
     rethrow_translated("connecting to PostgreSQL");
   }
@@ -191,9 +193,11 @@ std::vector<OutboxEvent> PgOutboxStore::fetch(const FetchRequest& request) {
     pqxx::nontransaction tx(c);
     const std::int64_t after = request.after_seq.value_or(std::numeric_limits<std::int64_t>::min());
     const auto limit = static_cast<std::int64_t>(request.limit);
+    std::optional<std::string> lanes;
+    if (request.lanes) lanes = int_array_literal(*request.lanes);
     pqxx::result r;
     if (request.exclude.empty()) {
-      r = tx.exec_prepared(kFetch, after, limit);
+      r = tx.exec_prepared(kFetch, after, limit, lanes);
     } else {
       std::vector<std::string> types, ids;
       types.reserve(request.exclude.size());
@@ -202,7 +206,7 @@ std::vector<OutboxEvent> PgOutboxStore::fetch(const FetchRequest& request) {
         types.push_back(k.type);
         ids.push_back(k.id);
       }
-      r = tx.exec_prepared(kFetchExcluding, after, limit, text_array_literal(types), text_array_literal(ids));
+      r = tx.exec_prepared(kFetchExcluding, after, limit, lanes, text_array_literal(types), text_array_literal(ids));
     }
     events.reserve(r.size());
     for (const auto& row : r) {
@@ -218,6 +222,7 @@ std::vector<OutboxEvent> PgOutboxStore::fetch(const FetchRequest& request) {
       e.attempts = row[8].as<int>();
       e.retry_in = std::chrono::milliseconds(row[9].as<std::int64_t>());
       e.age = std::chrono::microseconds(row[10].as<std::int64_t>());
+      e.lane = row[11].as<int>();
     }
   } catch (...) {
     reset();
@@ -231,7 +236,9 @@ void PgOutboxStore::mark_published(std::span<const std::int64_t> seqs) {
   auto& c = session().conn;
   try {
     pqxx::nontransaction tx(c);
-    tx.exec_prepared(kMark, bigint_array_literal(seqs));
+    auto r = options_.owner.empty() ? tx.exec_prepared(kMark, bigint_array_literal(seqs))
+                                    : tx.exec_prepared(kMark, bigint_array_literal(seqs), options_.owner);
+    if (r.affected_rows() < seqs.size()) marks_unmatched_ += seqs.size() - r.affected_rows();
   } catch (...) {
     reset();
     rethrow_translated("marking outbox rows published");
@@ -245,8 +252,11 @@ void PgOutboxStore::record_failures(std::span<const FailedAttempt> failures) {
     pqxx::work tx(c);
     for (const auto& f : failures) {
       std::string error = f.error.substr(0, options_.max_error_length);
-      tx.exec_prepared(kFail, f.seq, f.attempts, error, static_cast<std::int64_t>(f.retry_after.count()),
-                       f.dead_letter);
+      const auto retry_ms = static_cast<std::int64_t>(f.retry_after.count());
+      if (options_.owner.empty())
+        tx.exec_prepared(kFail, f.seq, f.attempts, error, retry_ms, f.dead_letter);
+      else
+        tx.exec_prepared(kFail, f.seq, f.attempts, error, retry_ms, f.dead_letter, options_.owner);
     }
     tx.commit();
   } catch (...) {

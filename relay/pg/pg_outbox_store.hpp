@@ -19,6 +19,9 @@ struct PgStoreOptions {
   std::string schema = "public";    // validated identifier
   MarkMode mark_mode = MarkMode::update;
   std::size_t max_error_length = 2000;
+  // This instance's id in outbox_relay_lanes: marks and failures land only on rows of lanes it
+  // holds. Empty: unfenced (a store used on its own, by tests and tools).
+  std::string owner{};
 };
 
 class PgOutboxStore final : public OutboxStore {
@@ -34,13 +37,10 @@ class PgOutboxStore final : public OutboxStore {
   // Throws SchemaError naming what is missing, TransientError when the database is away.
   void verify_schema();
 
-  // For operators (read from any thread): sessions opened again after the first, and whether
-  // this instance holds the publish lock right now.
+  // For operators (read from any thread): sessions opened again after the first, and marked
+  // rows that matched nothing (their lane was no longer held, or they were already marked).
   [[nodiscard]] std::uint64_t reconnects() const { return reconnects_; }
-  [[nodiscard]] bool publisher() const { return publisher_; }
-  // Whether, within the last `within`, the database answered that another instance holds the
-  // publish lock: a healthy standby.
-  [[nodiscard]] bool standing_by(std::chrono::nanoseconds within) const;
+  [[nodiscard]] std::uint64_t marks_unmatched() const { return marks_unmatched_; }
 
  private:
   struct Session;  // owns the pqxx::connection (concrete type: connection_base's destructor is not virtual)
@@ -51,19 +51,15 @@ class PgOutboxStore final : public OutboxStore {
   std::unique_ptr<Session> conn_;
   std::uint64_t sessions_opened_ = 0;
   std::atomic<std::uint64_t> reconnects_{0};
-  std::atomic<bool> publisher_{false};
-  std::atomic<std::int64_t> standby_seen_ns_{0};  // steady clock; 0: not standing by
+  std::atomic<std::uint64_t> marks_unmatched_{0};
 };
-
-// The publish lock's two int4 keys with $1 = schema: pg_try_advisory_lock(kPublishLockKeys).
-// Shown in pg_locks as classid/objid with objsubid 2 (the operator's `status` finds it there).
-inline constexpr const char* kPublishLockKeys = "hashtext('outbox-relay'), hashtext($1)";
 
 // Quotes a schema or table name after checking it is a plain identifier; throws ConfigError.
 [[nodiscard]] std::string quoted_identifier(const std::string& name, const std::string& key);
 
 // PostgreSQL array literals for bind parameters ("{1,2}", "{\"a\",\"b\"}").
 [[nodiscard]] std::string bigint_array_literal(std::span<const std::int64_t> values);
+[[nodiscard]] std::string int_array_literal(std::span<const int> values);
 [[nodiscard]] std::string text_array_literal(const std::vector<std::string>& values);
 
 }  // namespace outbox::relay::pg

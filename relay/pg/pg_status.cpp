@@ -13,7 +13,9 @@ struct PgStatus::Session {
 };
 
 PgStatus::PgStatus(std::string conninfo, std::string schema)
-    : conninfo_(std::move(conninfo)), table_(quoted_identifier(schema, "database.schema") + ".outbox_events") {}
+    : conninfo_(std::move(conninfo)),
+      table_(quoted_identifier(schema, "database.schema") + ".outbox_events"),
+      lanes_(quoted_identifier(schema, "database.schema") + ".outbox_relay_lanes") {}
 
 PgStatus::~PgStatus() = default;
 
@@ -31,6 +33,12 @@ OutboxStatus PgStatus::read() {
     s.backlog = r[0][0].as<long long>();
     s.oldest_unpublished_age_s = std::max(0.0, r[0][1].as<double>());
     s.dead_lettered = r[0][2].as<long long>();
+    for (const auto& row : tx.exec("SELECT owner, count(*), greatest(0, extract(epoch FROM now() - min(renewed_at))) "
+                                   "FROM " + lanes_ + " WHERE owner IS NOT NULL AND lease_until > now() "
+                                   "GROUP BY owner ORDER BY owner"))
+      s.owners.push_back({row[0].as<std::string>(), row[1].as<long long>(), row[2].as<double>()});
+    s.unowned_lanes = tx.exec("SELECT count(*) FROM " + lanes_ + " WHERE owner IS NULL OR lease_until <= now()")[0][0]
+                          .as<long long>();
     return s;
   } catch (...) {
     session_.reset();

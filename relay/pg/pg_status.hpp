@@ -4,6 +4,7 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 namespace outbox::relay::pg {
 
@@ -11,6 +12,14 @@ struct OutboxStatus {
   long long backlog = 0;                // unpublished, not dead-lettered rows
   double oldest_unpublished_age_s = 0;  // by the database clock; 0 when nothing waits
   long long dead_lettered = 0;
+  // Who holds the lanes (outbox_relay_lanes), by the database clock.
+  struct Owner {
+    std::string instance;
+    long long lanes = 0;
+    double lease_age_s = 0;  // since the least recent renewal of its leases
+  };
+  std::vector<Owner> owners;
+  long long unowned_lanes = 0;  // free or expired
 };
 
 class PgStatus {
@@ -25,6 +34,7 @@ class PgStatus {
   struct Session;
   std::string conninfo_;
   std::string table_;
+  std::string lanes_;
   std::unique_ptr<Session> session_;
 };
 

@@ -21,6 +21,9 @@ GRANT SELECT ON outbox_events TO outbox_relay;
 GRANT UPDATE (published_at, attempts, next_attempt_at, last_error, dead_lettered_at)
     ON outbox_events TO outbox_relay;
 GRANT SELECT, UPDATE (listening, changed_at) ON outbox_relay_wakeup TO outbox_relay;
+-- Ownership of lanes when several instances share the outbox (its own bookkeeping tables).
+GRANT SELECT, UPDATE (owner, epoch, lease_until, acquired_at, renewed_at) ON outbox_relay_lanes TO outbox_relay;
+GRANT SELECT, INSERT, UPDATE, DELETE ON outbox_relay_instances TO outbox_relay;
 -- Retention (retention.published_hours): removes only published rows past the window.
 GRANT EXECUTE ON FUNCTION outbox_purge_published(bigint, integer, bigint) TO outbox_relay;
 

@@ -140,7 +140,7 @@ TEST_CASE("cli: status shows backlog, lag, dead letters and throughput, as a tab
   CHECK_THAT(text.output, Catch::Contains("1 of them held back behind dead letters"));
   CHECK_THAT(text.output, Catch::Contains("dead-lettered   2 events"));
   CHECK_THAT(text.output, Catch::Contains("3 in the last minute, 3 in the last hour"));
-  CHECK_THAT(text.output, Catch::Contains("publish lock    free"));
+  CHECK_THAT(text.output, Catch::Contains("instances       none live: no relay is publishing this outbox; 64 lanes unowned"));
 
   auto json = cli(url, {"status", "--json"});
   REQUIRE(json.code == 0);
@@ -152,7 +152,9 @@ TEST_CASE("cli: status shows backlog, lag, dead letters and throughput, as a tab
   CHECK(j["published_last_minute"] == 3);
   CHECK(j["published_last_hour"] == 3);
   CHECK(j["last_published_at"].is_string());
-  CHECK(j["owner"].is_null());
+  CHECK(j["instances"].empty());
+  CHECK(j["unowned_lanes"] == 64);
+  CHECK(j["lanes"].size() == 64);
   CHECK(j["schema"] == "public");
 
   // The least-privileged relay role sees the same.
@@ -163,7 +165,7 @@ TEST_CASE("cli: status shows backlog, lag, dead letters and throughput, as a tab
   CHECK(least.json()["dead_lettered"] == 2);
 }
 
-TEST_CASE("cli: status names the relay session holding the publish lock, and none once it stopped", "[e2e][cli]") {
+TEST_CASE("cli: status lists the instances, their lanes and lease ages, and none once they stopped", "[e2e][cli]") {
   auto url = test::fresh_database();
   test::MockKafka kafka(1);
   test::insert_events(url, 20, 2);
@@ -172,28 +174,37 @@ TEST_CASE("cli: status names the relay session holding the publish lock, and non
   REQUIRE(test::eventually([&] {
     auto r = cli(url, {"status", "--json"});
     status = r.code == 0 ? r.json() : Json();
-    return r.code == 0 && !status["owner"].is_null() && status["backlog"] == 0;
+    return r.code == 0 && status["instances"].size() == 1 && status["instances"][0]["lanes"] == 64 &&
+           status["backlog"] == 0;
   }, 60s));
-  const int pid = status["owner"]["pid"];
-  CHECK(status["owner"]["application_name"] == "outbox-relay");
-  CHECK(status["owner"]["client_addr"] == "127.0.0.1");
-  CHECK(status["owner"]["connected_seconds"].get<double>() >= 0);
+  const auto& me = status["instances"][0];
+  const std::string instance = me["instance"];
+  CHECK(me["live"] == true);
+  CHECK(me["pid"] == relay->pid());
+  CHECK(me["lease_age_seconds"].get<double>() >= 0);
+  CHECK(me["lease_age_seconds"].get<double>() < 10);
+  CHECK(me["expires_in_seconds"].get<double>() > 0);
+  CHECK(status["unowned_lanes"] == 0);
+  for (const auto& lane : status["lanes"]) {
+    CHECK(lane["owner"] == instance);
+    CHECK(lane["epoch"] == 1);
+  }
   CHECK(status["published_last_minute"] == 20);
-  // It is the session that holds the advisory lock, not the relay's wake-up listener.
-  CHECK(test::scalar(url, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted AND pid = " +
-                              std::to_string(pid)) == 1);
-  for (const auto& other : status["other_sessions"]) CHECK(other["pid"] != pid);
+  bool relay_session = false;
+  for (const auto& s : status["sessions"]) relay_session = relay_session || s["application_name"] == "outbox-relay";
+  CHECK(relay_session);
 
   auto text = cli(url, {"status"});
   REQUIRE(text.code == 0);
-  CHECK_THAT(text.output, Catch::Contains("held by pid " + std::to_string(pid) + " (outbox-relay"));
+  CHECK_THAT(text.output, Catch::Contains("instances       1 live, sharing 64 lanes"));
+  CHECK_THAT(text.output, Catch::Contains(instance));
 
-  stop_relay(relay);
-  CHECK(test::eventually([&] {
-    auto r = cli(url, {"status", "--json"});
-    return r.code == 0 && r.json()["owner"].is_null();
-  }, 30s));
-  CHECK_THAT(cli(url, {"status"}).output, Catch::Contains("free: no relay is publishing this outbox"));
+  stop_relay(relay);  // SIGTERM hands the lanes back at once
+  auto after = cli(url, {"status", "--json"});
+  REQUIRE(after.code == 0);
+  CHECK(after.json()["unowned_lanes"] == 64);
+  CHECK(after.json()["instances"].empty());
+  CHECK_THAT(cli(url, {"status"}).output, Catch::Contains("none live: no relay is publishing this outbox"));
 }
 
 TEST_CASE("cli: dead-letters list and show print every field, tables for people and JSON for scripts", "[e2e][cli]") {

@@ -6,6 +6,7 @@
 #include <thread>
 
 #include "relay/core/errors.hpp"
+#include "relay/pg/pg_lease_store.hpp"
 #include "relay/pg/pg_outbox_store.hpp"
 #include "relay/pg/pg_retention.hpp"
 #include "relay/pg/pg_wakeup.hpp"
@@ -208,7 +209,11 @@ TEST_CASE("the relay role from schema/roles/relay_role.sql can do the relay's wo
   auto params = parse_conninfo(url, "test");
   params["user"] = "outbox_relay";
   const std::string relay_url = render_conninfo(params);
-  auto store = store_for(relay_url);
+  // As the relay runs: leases first, then fenced marks.
+  PgLeaseStore leases({harden_conninfo(relay_url, "outbox-relay-test", 10'000), "public", "r1", "host", 1});
+  (void)leases.renew({}, 10s);
+  REQUIRE(leases.acquire(kLaneCount, 10s).size() == kLaneCount);
+  PgOutboxStore store({harden_conninfo(relay_url, "outbox-relay-test", 10'000), "public", MarkMode::update, 2000, "r1"});
   store.verify_schema();
   auto rows = store.fetch({10, std::nullopt, {}});
   REQUIRE(rows.size() == 3);
@@ -250,23 +255,7 @@ TEST_CASE("the relay role from schema/roles/relay_role.sql can do the relay's wo
   CHECK(may_purge("PUBLIC") == 0);
   CHECK(test::scalar(url, "SELECT count(*) FROM pg_roles WHERE rolname = 'outbox_relay' AND NOT rolsuper AND NOT "
                           "rolcreatedb AND NOT rolcreaterole AND NOT rolreplication") == 1);
-}
-
-TEST_CASE("a second relay on the same outbox stands by until the first one's session ends", "[pg][store]") {
-  auto url = test::fresh_database();
-  test::insert_events(url, 2, 1);
-  auto first = std::make_unique<PgOutboxStore>(PgStoreOptions{harden_conninfo(url, "outbox-relay-test", 10'000), "public", MarkMode::update});
-  CHECK(first->fetch({10, std::nullopt, {}}).size() == 2);
-  auto second = store_for(url);
-  CHECK_THROWS_WITH(second.fetch({10, std::nullopt, {}}), Catch::Contains("another relay instance"));
-  first.reset();  // its session ends; its backend releases the lock as it exits
-  std::size_t fetched = 0;
-  for (auto until = std::chrono::steady_clock::now() + 10s; fetched == 0 && std::chrono::steady_clock::now() < until;) {
-    try {
-      fetched = second.fetch({10, std::nullopt, {}}).size();
-    } catch (const TransientError&) {
-      std::this_thread::sleep_for(20ms);  // the standby's retry, compressed
-    }
-  }
-  CHECK(fetched == 2);
+  CHECK(denied("UPDATE outbox_relay_lanes SET lane = 99"));
+  leases.leave();
+  CHECK(test::scalar(url, "SELECT count(*) FROM outbox_relay_lanes WHERE owner IS NOT NULL") == 0);
 }

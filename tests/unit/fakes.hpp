@@ -3,6 +3,7 @@
 // a manual clock and a scripted wake-up.
 #pragma once
 
+#include <algorithm>
 #include <functional>
 #include <map>
 #include <optional>
@@ -50,6 +51,7 @@ class FakeOutboxStore final : public OutboxStore {
     r.event.event_type = "created";
     r.event.payload = "{\"n\":" + std::to_string(r.event.seq) + "}";
     r.visible = visible;
+    r.event.lane = lane_of ? lane_of(r.event) : 0;
     rows_[r.event.seq] = r;
     return r.event.seq;
   }
@@ -81,6 +83,7 @@ class FakeOutboxStore final : public OutboxStore {
       if (req.after_seq && s <= *req.after_seq) continue;
       std::pair<std::string, std::string> key{r.event.aggregate_type, r.event.aggregate_id};
       if (dead_aggs.contains(key) || excluded.contains(key)) continue;
+      if (req.lanes && std::find(req.lanes->begin(), req.lanes->end(), r.event.lane) == req.lanes->end()) continue;
       OutboxEvent e = r.event;
       e.retry_in = std::chrono::milliseconds{0};
       if (r.next_attempt_at && *r.next_attempt_at > clock_.now())
@@ -115,6 +118,7 @@ class FakeOutboxStore final : public OutboxStore {
   }
 
   std::vector<std::string>* timeline = nullptr;  // shared with the publisher: call order
+  std::function<int(const OutboxEvent&)> lane_of;  // the store's lane of a new row (default 0)
   int fail_fetches = 0;
   int fail_marks = 0;
   bool commit_then_fail = false;

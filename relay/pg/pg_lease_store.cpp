@@ -1,0 +1,166 @@
+#include "relay/pg/pg_lease_store.hpp"
+
+#include <pqxx/pqxx>
+
+#include <random>
+#include <thread>
+
+#include "relay/core/errors.hpp"
+#include "relay/pg/pg_errors.hpp"
+#include "relay/pg/pg_outbox_store.hpp"
+
+namespace outbox::relay::pg {
+namespace {
+
+constexpr const char* kChannel = "outbox_relay_lanes";
+
+std::int64_t ms(std::chrono::milliseconds d) { return static_cast<std::int64_t>(d.count()); }
+
+}  // namespace
+
+std::string make_instance_id(const std::string& host, int pid) {
+  std::random_device rd;
+  std::uniform_int_distribution<unsigned> dist(0, 0xffff);
+  char suffix[5];
+  std::snprintf(suffix, sizeof suffix, "%04x", dist(rd));
+  return host + ":" + std::to_string(pid) + ":" + suffix;
+}
+
+struct PgLeaseStore::Session {
+  struct Listener final : pqxx::notification_receiver {
+    Listener(pqxx::connection_base& c, std::string schema, bool& flag)
+        : pqxx::notification_receiver(c, kChannel), schema_(std::move(schema)), flag_(flag) {}
+    void operator()(const std::string& payload, int) override {
+      if (payload == schema_) flag_ = true;
+    }
+    std::string schema_;
+    bool& flag_;
+  };
+  Session(const std::string& conninfo, const std::string& schema) : conn(conninfo), listener(conn, schema, notified) {}
+  pqxx::connection conn;
+  bool notified = false;
+  Listener listener;
+};
+
+PgLeaseStore::PgLeaseStore(PgLeaseOptions options) : options_(std::move(options)) {
+  const auto schema = quoted_identifier(options_.schema, "database.schema");
+  lanes_ = schema + ".outbox_relay_lanes";
+  instances_ = schema + ".outbox_relay_instances";
+}
+
+PgLeaseStore::~PgLeaseStore() = default;
+
+void PgLeaseStore::reset() { conn_.reset(); }
+
+PgLeaseStore::Session& PgLeaseStore::session() {
+  if (conn_ && conn_->conn.is_open()) return *conn_;
+  conn_.reset();
+  try {
+    conn_ = std::make_unique<Session>(options_.conninfo, options_.schema);
+  } catch (...) {
+    conn_.reset();
+    rethrow_translated("connecting the lease keeper");
+  }
+  return *conn_;
+}
+
+LeaseStore::Renewal PgLeaseStore::renew(std::span<const int> release, std::chrono::milliseconds ttl) {
+  auto& c = session().conn;
+  Renewal out;
+  try {
+    pqxx::work tx(c);
+    bool changed = false;
+    auto joined = tx.exec_params(
+        "INSERT INTO " + instances_ + " AS i (instance, host, pid, expires_at) "
+        "VALUES ($1, $2, $3, now() + $4 * interval '1 millisecond') "
+        "ON CONFLICT (instance) DO UPDATE SET seen_at = now(), expires_at = excluded.expires_at "
+        "RETURNING (xmax = 0)",
+        options_.instance, options_.host, options_.pid, ms(ttl));
+    changed = joined[0][0].as<bool>();
+    if (!release.empty()) {
+      auto released = tx.exec_params("UPDATE " + lanes_ +
+                                         " SET owner = NULL, lease_until = now() "
+                                         "WHERE owner = $1 AND lane = ANY($2::int[])",
+                                     options_.instance, int_array_literal(release));
+      changed = changed || released.affected_rows() > 0;
+    }
+    for (const auto& row : tx.exec_params("UPDATE " + lanes_ +
+                                              " SET lease_until = now() + $2 * interval '1 millisecond', "
+                                              "renewed_at = now() WHERE owner = $1 AND lease_until > now() "
+                                              "RETURNING lane, epoch",
+                                          options_.instance, ms(ttl)))
+      out.held.push_back({row[0].as<int>(), row[1].as<std::int64_t>()});
+    for (const auto& row : tx.exec("SELECT instance FROM " + instances_ + " WHERE expires_at > now()"))
+      out.live.push_back(row[0].as<std::string>());
+    out.lane_count = tx.exec("SELECT count(*) FROM " + lanes_)[0][0].as<int>();
+    // Instances gone for an hour leave the list (status shows the recently departed).
+    tx.exec("DELETE FROM " + instances_ + " WHERE expires_at < now() - interval '1 hour'");
+    if (changed) tx.exec_params("SELECT pg_notify($1, $2)", kChannel, options_.schema);
+    tx.commit();
+  } catch (...) {
+    reset();
+    rethrow_translated("renewing lane leases");
+  }
+  if (out.lane_count != kLaneCount)
+    throw SchemaError("table " + options_.schema + ".outbox_relay_lanes has " + std::to_string(out.lane_count) +
+                      " lanes, this relay expects " + std::to_string(kLaneCount) +
+                      " (as migration 0006 creates them); restore them or run `outbox-relay migrate`");
+  return out;
+}
+
+std::vector<LaneLease> PgLeaseStore::acquire(int max_lanes, std::chrono::milliseconds ttl) {
+  std::vector<LaneLease> out;
+  if (max_lanes <= 0) return out;
+  auto& c = session().conn;
+  try {
+    pqxx::work tx(c);
+    // SKIP LOCKED: instances acquiring at the same moment take disjoint lanes; a lane whose
+    // owner is renewing it right now is skipped (and re-checked against its new expiry).
+    for (const auto& row : tx.exec_params(
+             "UPDATE " + lanes_ + " l SET owner = $1, epoch = l.epoch + 1, "
+             "lease_until = now() + $3 * interval '1 millisecond', acquired_at = now(), renewed_at = now() "
+             "WHERE l.lane IN (SELECT lane FROM " + lanes_ +
+                 " WHERE owner IS NULL OR lease_until <= now() ORDER BY lane LIMIT $2 FOR UPDATE SKIP LOCKED) "
+             "RETURNING l.lane, l.epoch",
+             options_.instance, max_lanes, ms(ttl)))
+      out.push_back({row[0].as<int>(), row[1].as<std::int64_t>()});
+    tx.commit();
+  } catch (...) {
+    reset();
+    rethrow_translated("acquiring lanes");
+  }
+  return out;
+}
+
+void PgLeaseStore::leave() {
+  auto& c = session().conn;
+  try {
+    pqxx::work tx(c);
+    tx.exec_params("UPDATE " + lanes_ + " SET owner = NULL, lease_until = now() WHERE owner = $1", options_.instance);
+    tx.exec_params("DELETE FROM " + instances_ + " WHERE instance = $1", options_.instance);
+    tx.exec_params("SELECT pg_notify($1, $2)", kChannel, options_.schema);
+    tx.commit();
+  } catch (...) {
+    reset();
+    rethrow_translated("releasing lanes");
+  }
+}
+
+bool PgLeaseStore::await_change(std::chrono::milliseconds timeout) {
+  try {
+    auto& s = session();
+    s.notified = false;
+    s.conn.get_notifs();
+    if (!s.notified) {
+      auto us = std::chrono::duration_cast<std::chrono::microseconds>(timeout).count();
+      s.conn.await_notification(static_cast<long>(us / 1'000'000), static_cast<long>(us % 1'000'000));
+    }
+    return std::exchange(s.notified, false);
+  } catch (...) {
+    reset();
+    std::this_thread::sleep_for(timeout);  // database away: the next renewal reports it
+    return false;
+  }
+}
+
+}  // namespace outbox::relay::pg
