@@ -30,6 +30,7 @@ ConsumedMessage to_consumed(const rd_kafka_message_t& msg) {
   m.topic = rd_kafka_topic_name(msg.rkt);
   m.partition = msg.partition;
   m.offset = msg.offset;
+  m.timestamp_ms = rd_kafka_message_timestamp(&msg, nullptr);
   if (msg.key != nullptr) m.key.assign(static_cast<const char*>(msg.key), msg.key_len);
   if (msg.payload != nullptr) m.value.assign(static_cast<const char*>(msg.payload), msg.len);
   rd_kafka_headers_t* headers = nullptr;

@@ -43,6 +43,7 @@ struct ConsumedMessage {
   std::string topic;
   std::int32_t partition = 0;
   std::int64_t offset = 0;
+  std::int64_t timestamp_ms = -1;  // the producer's CreateTime (wall clock at produce); -1: none
   std::string key;    // empty when the message has no key
   std::string value;  // empty when the message has no payload
   std::vector<std::pair<std::string, std::string>> headers;  // in wire order; null value -> ""
