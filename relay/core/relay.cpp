@@ -84,6 +84,7 @@ StepResult Relay::step() {
         stats_.last_step_ok = true;
         stats_.last_ok_steady_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(now.time_since_epoch()).count();
         result.kind = StepKind::idle;
+        result.holds_no_lane = true;
         return result;
       }
     }

@@ -56,6 +56,7 @@ struct StepResult {
   std::size_t fetched = 0;    // rows the store returned in this step
   std::size_t published = 0;  // rows marked published in this step
   std::string error;          // for backoff: what failed
+  bool holds_no_lane = false; // idle because other instances hold every lane
 };
 
 class Relay {

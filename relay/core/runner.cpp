@@ -55,7 +55,11 @@ RunnerExit Runner::run(const std::atomic<bool>& stop) {
           set_listening(false);
           break;
         case StepKind::idle:
-          if (r.fetched > 0) {
+          if (r.holds_no_lane) {
+            // A spare asks producers for no hints (the flag is shared by every instance and
+            // a hint per insert serialises their commits); it waits for lanes or a poll.
+            wait_until(clock_.now() + options_.poll_interval, true, stop);
+          } else if (r.fetched > 0) {
             set_listening(false);
             wait_until(clock_.now() + options_.linger, false, stop);
           } else if (!listening_known_ || !listening_) {

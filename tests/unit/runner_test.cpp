@@ -116,3 +116,25 @@ TEST_CASE("the heartbeat never goes stale while idle or backing off, only the th
   CHECK(worst_gap_ns > 0);
   CHECK(worst_gap_ns <= std::chrono::nanoseconds(f.options.stop_check).count());
 }
+
+TEST_CASE("a relay holding no lane asks for no hints and steps again as soon as it gets lanes", "[runner][lanes]") {
+  RunnerFixture f;
+  Ownership ownership("me", 1);
+  Relay relay(f.store, f.publisher, f.clock, MessageBuilder({}), {}, f.stats, &ownership);
+  Runner runner(relay, f.wakeup, f.clock, f.logger, f.options);
+  f.store.add("a");
+  f.wakeup.on_wait = [&] {
+    // The keeper is granted the only lane during the 4th slice of a poll-interval wait; until
+    // then the spare has neither published nor asked producers for hints.
+    if (f.wakeup.waits.size() == 4) {
+      CHECK(f.wakeup.listening_changes.empty());
+      CHECK(f.stats.published_total == 0);
+      ownership.update({{0, 1}}, f.clock.now() + 10s, {});
+    }
+    if (f.store.published_count() == 1) f.stop = true;
+  };
+  CHECK(runner.run(f.stop) == RunnerExit::stopped);
+  CHECK(f.store.published_count() == 1);
+  // Woken by the grant, not by the end of the 500 ms poll interval: 4 slices of 100 ms.
+  CHECK(f.wakeup.waits.size() <= 6);
+}
