@@ -14,7 +14,7 @@ namespace {
 
 const std::string kConfigDir = "/etc/outbox-relay";
 const std::string kConfigPath = kConfigDir + "/outbox-relay.yaml";
-const std::set<std::string> kRelaySections{"database", "kafka", "message", "relay", "http", "log"};
+const std::set<std::string> kRelaySections{"database", "kafka", "message", "relay", "ownership", "http", "log"};
 // ConfigMaps the README tells operators to create out of band.
 const std::set<std::string> kExternalConfigMaps{"outbox-relay-db-ca"};
 
@@ -210,8 +210,8 @@ TEST_CASE("every relay container is probed, bounded, hardened, configured from i
       if (at(w.object.node, {"spec", "replicas"}).as<int>(1) > 1)
         f.expect(at(w.object.node, {"spec", "strategy", "type"}).as<std::string>("RollingUpdate") == "RollingUpdate" &&
                      at(w.object.node, {"spec", "strategy", "rollingUpdate", "maxUnavailable"}).as<int>(-1) == 0,
-                 where + ": RollingUpdate with maxUnavailable 0 (a new ready standby before an old pod stops, so "
-                         "one relay always runs)");
+                 where + ": RollingUpdate with maxUnavailable 0 (a new pod joins and takes its share before an "
+                         "old one stops, so one relay always runs)");
     }
   }
   INFO(f.text());

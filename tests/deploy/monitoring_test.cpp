@@ -19,12 +19,20 @@ const std::set<std::string> kCounters{
     "outbox_relay_published_total",          "outbox_relay_failed_transient_total",
     "outbox_relay_failed_permanent_total",   "outbox_relay_dead_lettered_total",
     "outbox_relay_held_back_total",          "outbox_relay_unmarked_after_failure_total",
-    "outbox_relay_batches_total",            "outbox_relay_transient_errors_total",
-    "outbox_relay_database_reconnects_total", "outbox_relay_producer_restarts_total"};
+    "outbox_relay_not_owned_total",          "outbox_relay_batches_total",
+    "outbox_relay_transient_errors_total",   "outbox_relay_database_reconnects_total",
+    "outbox_relay_producer_restarts_total",  "outbox_relay_retention_deleted_total",
+    "outbox_relay_marks_unmatched_total",    "outbox_relay_lanes_acquired_total",
+    "outbox_relay_lanes_released_total",     "outbox_relay_lanes_lost_total",
+    "outbox_relay_lease_renew_failures_total"};
 const std::set<std::string> kGauges{
     "outbox_relay_ready",           "outbox_relay_database_up",
-    "outbox_relay_is_publisher",    "outbox_relay_backlog_events",
-    "outbox_relay_oldest_unpublished_age_seconds", "outbox_relay_dead_lettered_events"};
+    "outbox_relay_is_publisher",    "outbox_relay_lanes_held",
+    "outbox_relay_lanes_fair_share", "outbox_relay_live_instances",
+    "outbox_relay_lease_renewal_age_seconds", "outbox_relay_backlog_events",
+    "outbox_relay_oldest_unpublished_age_seconds", "outbox_relay_dead_lettered_events",
+    "outbox_relay_owner_lanes",     "outbox_relay_owner_lease_age_seconds",
+    "outbox_relay_unowned_lanes"};
 const std::set<std::string> kHistograms{"outbox_relay_batch_duration_seconds", "outbox_relay_commit_to_ack_seconds"};
 
 bool served(const std::string& name) {
@@ -95,7 +103,8 @@ TEST_CASE("every alert names only metrics the relay serves and has a severity, a
   CHECK(f.lines.empty());
 }
 
-TEST_CASE("the alerts cover lag, no publisher, dead letters, readiness, the database and absent metrics",
+TEST_CASE("the alerts cover lag, no publisher, unowned lanes, late lease renewals, dead letters, readiness, the "
+          "database and absent metrics",
           "[monitoring]") {
   std::multiset<std::string> covered;  // "metric/severity", and "absent" for an absent() rule
   for (const auto& rule : alert_rules()) {
@@ -107,6 +116,8 @@ TEST_CASE("the alerts cover lag, no publisher, dead letters, readiness, the data
   CHECK(covered.contains("outbox_relay_oldest_unpublished_age_seconds/warning"));
   CHECK(covered.contains("outbox_relay_oldest_unpublished_age_seconds/critical"));
   CHECK(covered.contains("outbox_relay_is_publisher/critical"));
+  CHECK(covered.contains("outbox_relay_unowned_lanes/warning"));
+  CHECK(covered.contains("outbox_relay_lease_renewal_age_seconds/warning"));
   CHECK((covered.contains("outbox_relay_dead_lettered_events/warning") ||
          covered.contains("outbox_relay_dead_lettered_events/critical")));
   CHECK(covered.contains("outbox_relay_ready/critical"));
