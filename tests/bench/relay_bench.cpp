@@ -1,12 +1,15 @@
 // relay_bench: drain rate of a prefilled outbox through the real relay to a Kafka broker
 // (librdkafka's mock cluster, in its own process), side by side with the same-host ceiling
 // of the identical claim-and-mark SQL (the same relay and store, with a publisher that
-// acknowledges at once), and wake-up latency (commit -> marked) with NOTIFY versus polling.
+// acknowledges at once), the drain rate of one relay instance versus several on the same
+// outbox, and wake-up latency (commit -> marked) with NOTIFY versus polling. Every relay and
+// store runs as the daemon runs them: under leased lanes, with marks fenced by them.
 // A program that prints figures; not a test.
 #include <CLI/CLI.hpp>
 #include <pqxx/pqxx>
 
 #include <sys/resource.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cstdio>
@@ -14,6 +17,9 @@
 #include <fstream>
 #include <iostream>
 #include <map>
+#include <memory>
+#include <stdexcept>
+#include <stop_token>
 #include <thread>
 
 #include "relay/app/polling_wakeup.hpp"
@@ -21,6 +27,7 @@
 #include "relay/core/runner.hpp"
 #include "relay/kafka/kafka_publisher.hpp"
 #include "relay/pg/pg_conninfo.hpp"
+#include "relay/pg/pg_lease_store.hpp"
 #include "relay/pg/pg_migrator.hpp"
 #include "relay/pg/pg_outbox_store.hpp"
 #include "relay/pg/pg_wakeup.hpp"
@@ -80,6 +87,21 @@ void prefill(const std::string& url, long rows, int aggregates, int payload) {
   tx.exec("CHECKPOINT");
 }
 
+std::string bench_conninfo(const std::string& url) { return pg::harden_conninfo(url, "outbox-relay-bench", 60'000); }
+
+RelayOptions relay_options(std::size_t batch) {
+  RelayOptions o;
+  o.batch_size = batch;
+  return o;
+}
+
+// Topic metadata, producer id and connections, before anything is timed.
+void warm_up(Publisher& publisher) {
+  Message m{"outbox.event.order", "warm", "x", {}};
+  (void)publisher.send(m);
+  (void)publisher.await();
+}
+
 struct DrainResult {
   double seconds = 0;
   double rate = 0;
@@ -87,17 +109,128 @@ struct DrainResult {
   double cpu_us_per_event = 0;
 };
 
+// Wall time, WAL written and this process's CPU from construction to finish(); the WAL and
+// CPU figures are per prefilled row.
+class Meter {
+ public:
+  explicit Meter(const std::string& url) : c_(url), wal0_(wal_lsn(c_)), cpu0_(cpu_seconds()), t0_(WallClock::now()) {}
+
+  DrainResult finish(std::uint64_t events, long rows) {
+    DrainResult d;
+    d.seconds = std::chrono::duration<double>(WallClock::now() - t0_).count();
+    d.rate = static_cast<double>(events) / d.seconds;
+    d.wal_per_event = static_cast<double>(wal_lsn(c_) - wal0_) / static_cast<double>(rows);
+    d.cpu_us_per_event = (cpu_seconds() - cpu0_) * 1e6 / static_cast<double>(rows);
+    return d;
+  }
+
+ private:
+  pqxx::connection c_;
+  long long wal0_;
+  double cpu0_;
+  WallClock::time_point t0_;
+};
+
+// Leases as the daemon takes them by default (ownership.lease_ttl_ms, renew_interval_ms; its
+// local deadline a tenth of the ttl short of the database's).
+constexpr std::chrono::milliseconds kLeaseTtl = 10s;
+
+LeaseOptions lease_options() {
+  LeaseOptions o;
+  o.ttl = kLeaseTtl;
+  o.renew_interval = 2s;
+  o.safety_margin = kLeaseTtl / 10;
+  return o;
+}
+
+// One relay instance's hold on the lanes, wired as the daemon wires it
+// (run_relay_until_stopped): the lanes it holds, a lease keeper on a thread and session of
+// its own, and an outbox store whose marks are fenced by those lanes. Made by join_lanes.
+class Member {
+ public:
+  Member(const std::string& url, pg::MarkMode mode, std::string id)
+      : id_(std::move(id)),
+        ownership_(id_, pg::kLaneCount),
+        leases_({pg::harden_conninfo(url, "outbox-relay-bench-lease", static_cast<int>(kLeaseTtl.count() / 3)),
+                 "public", id_, "bench", static_cast<int>(::getpid())}),
+        keeper_(ownership_, leases_, clock_, log_, lease_options(), lease_stats_),
+        store_(store_options(url, mode, id_)) {
+    // Live before any keeper ticks (see join_lanes). This first round trip, on the caller's
+    // thread, also makes a database without lanes an exception here, not in the keeper's thread.
+    (void)leases_.renew({}, kLeaseTtl);
+  }
+
+  // Hands the lanes back, as the daemon does once its relay has stopped.
+  ~Member() {
+    keeper_thread_.request_stop();
+    if (keeper_thread_.joinable()) keeper_thread_.join();
+    keeper_.leave();
+    // Lanes moved during a measurement: it timed something else than a steady share.
+    if (lease_stats_.lost_total > 0 || store_.marks_unmatched() > 0)
+      std::cerr << "warning: " << id_ << " lost " << lease_stats_.lost_total << " lanes; "
+                << store_.marks_unmatched() << " marks matched no row\n";
+  }
+
+  void start_keeper() {
+    keeper_thread_ = std::jthread([this](std::stop_token halt) { keeper_.run(halt); });
+  }
+  // Holds its fair share among `live` and hands nothing back.
+  [[nodiscard]] bool settled(const std::vector<std::string>& live) const {
+    auto view = ownership_.view(clock_.now());
+    return view.handing_back.empty() && static_cast<int>(view.lanes.size()) == fair_share(pg::kLaneCount, live, id_);
+  }
+
+  [[nodiscard]] const std::string& id() const { return id_; }
+  [[nodiscard]] std::size_t lanes_held() const { return ownership_.held_count(clock_.now()); }
+  [[nodiscard]] Ownership& ownership() { return ownership_; }
+  [[nodiscard]] pg::PgOutboxStore& store() { return store_; }
+
+ private:
+  static pg::PgStoreOptions store_options(const std::string& url, pg::MarkMode mode, const std::string& owner) {
+    pg::PgStoreOptions o{bench_conninfo(url), "public", mode};
+    o.owner = owner;
+    return o;
+  }
+
+  const std::string id_;
+  SteadyClock clock_;
+  NullLogger log_;
+  LeaseStats lease_stats_;
+  Ownership ownership_;
+  pg::PgLeaseStore leases_;
+  LeaseKeeper keeper_;
+  pg::PgOutboxStore store_;
+  std::jthread keeper_thread_;
+};
+
+// `n` instances started together, returned once each holds its fair share of the lanes.
+// Every one is registered live before any keeper ticks, so each first renewal already
+// computes the final share: otherwise the first keeper would take every lane, and could hand
+// lanes back only through a running relay that reports them drained.
+std::vector<std::unique_ptr<Member>> join_lanes(const std::string& url, pg::MarkMode mode, int n) {
+  std::vector<std::unique_ptr<Member>> members;
+  std::vector<std::string> live;
+  for (int i = 1; i <= n; ++i) {
+    members.push_back(std::make_unique<Member>(url, mode, "bench-" + std::to_string(i)));
+    live.push_back(members.back()->id());
+  }
+  for (auto& m : members) m->start_keeper();
+  // Two ttls: an instance of an earlier run that could not leave has expired by then.
+  const auto until = WallClock::now() + 2 * kLeaseTtl;
+  while (!std::all_of(members.begin(), members.end(), [&](const auto& m) { return m->settled(live); })) {
+    if (WallClock::now() > until) throw std::runtime_error("the lanes were not shared out within two lease ttls");
+    std::this_thread::sleep_for(5ms);
+  }
+  return members;
+}
+
 DrainResult drain(const std::string& url, Publisher& publisher, long rows, std::size_t batch, pg::MarkMode mode) {
-  pg::PgOutboxStore store({pg::harden_conninfo(url, "outbox-relay-bench", 60'000), "public", mode});
+  auto lanes = join_lanes(url, mode, 1);
+  Member& member = *lanes.front();
   SteadyClock clock;
   RelayStats stats;
-  RelayOptions o;
-  o.batch_size = batch;
-  Relay relay(store, publisher, clock, MessageBuilder({}), o, stats);
-  pqxx::connection c(url);
-  auto wal0 = wal_lsn(c);
-  auto cpu0 = cpu_seconds();
-  auto t0 = WallClock::now();
+  Relay relay(member.store(), publisher, clock, MessageBuilder({}), relay_options(batch), stats, &member.ownership());
+  Meter meter(url);
   for (;;) {
     auto r = relay.step();
     if (r.kind == StepKind::idle && r.fetched == 0) break;
@@ -106,11 +239,7 @@ DrainResult drain(const std::string& url, Publisher& publisher, long rows, std::
       std::this_thread::sleep_for(r.wait);
     }
   }
-  DrainResult d;
-  d.seconds = std::chrono::duration<double>(WallClock::now() - t0).count();
-  d.rate = static_cast<double>(stats.published_total) / d.seconds;
-  d.wal_per_event = static_cast<double>(wal_lsn(c) - wal0) / static_cast<double>(rows);
-  d.cpu_us_per_event = (cpu_seconds() - cpu0) * 1e6 / static_cast<double>(rows);
+  auto d = meter.finish(stats.published_total, rows);
   if (static_cast<long>(stats.published_total) != rows)
     std::cerr << "warning: published " << stats.published_total << " of " << rows << "\n";
   return d;
@@ -118,13 +247,13 @@ DrainResult drain(const std::string& url, Publisher& publisher, long rows, std::
 
 // The SQL ceiling proper: the store's own fetch and mark statements, batch after batch, with
 // no relay logic and no broker. Like the busy relay, each read starts behind the previous
-// batch (a head scan would wade through the index entries the marks just made dead).
+// batch (a head scan would wade through the index entries the marks just made dead). One
+// instance holds every lane, so like the relay (Ownership::View::all) the reads need no lane
+// filter; the marks are fenced as the relay's are.
 DrainResult sql_only(const std::string& url, long rows, std::size_t batch, pg::MarkMode mode) {
-  pg::PgOutboxStore store({pg::harden_conninfo(url, "outbox-relay-bench", 60'000), "public", mode});
-  pqxx::connection c(url);
-  auto wal0 = wal_lsn(c);
-  auto cpu0 = cpu_seconds();
-  auto t0 = WallClock::now();
+  auto lanes = join_lanes(url, mode, 1);
+  pg::PgOutboxStore& store = lanes.front()->store();
+  Meter meter(url);
   long done = 0;
   std::optional<std::int64_t> after;
   std::vector<std::int64_t> previous;
@@ -137,12 +266,94 @@ DrainResult sql_only(const std::string& url, long rows, std::size_t batch, pg::M
     for (const auto& e : events) previous.push_back(e.seq);
     done += static_cast<long>(events.size());
   }
-  DrainResult d;
-  d.seconds = std::chrono::duration<double>(WallClock::now() - t0).count();
-  d.rate = static_cast<double>(done) / d.seconds;
-  d.wal_per_event = static_cast<double>(wal_lsn(c) - wal0) / static_cast<double>(rows);
-  d.cpu_us_per_event = (cpu_seconds() - cpu0) * 1e6 / static_cast<double>(rows);
-  return d;
+  return meter.finish(static_cast<std::uint64_t>(done), rows);
+}
+
+// One in-process relay instance as the daemon runs one: its lanes (a Member), and a
+// producer, relay, wake-up session and runner thread of its own.
+class Instance {
+ public:
+  Instance(Member& member, const std::string& url, const kafka::KafkaOptions& kafka, std::size_t batch)
+      : member_(member),
+        publisher_(kafka, log_),
+        wakeup_(bench_conninfo(url), "public"),
+        relay_(member.store(), publisher_, clock_, MessageBuilder({}), relay_options(batch), stats_, &member.ownership()),
+        runner_(relay_, wakeup_, clock_, log_, {}) {
+    warm_up(publisher_);
+  }
+
+  ~Instance() {
+    stop_ = true;
+    if (thread_.joinable()) thread_.join();
+    publisher_.close();
+  }
+
+  void start() {
+    thread_ = std::thread([this] { runner_.run(stop_); });
+  }
+  // Does not wait: the destructor does, so several instances stop at once.
+  void request_stop() { stop_ = true; }
+
+  [[nodiscard]] std::uint64_t published() const { return stats_.published_total; }
+  [[nodiscard]] const Member& member() const { return member_; }
+
+ private:
+  Member& member_;
+  SteadyClock clock_;
+  NullLogger log_;
+  RelayStats stats_;
+  kafka::KafkaPublisher publisher_;
+  pg::PgWakeup wakeup_;
+  Relay relay_;
+  Runner runner_;
+  std::atomic<bool> stop_{false};
+  std::thread thread_;
+};
+
+struct InstanceShare {
+  std::string id;
+  std::size_t lanes = 0;
+  std::uint64_t published = 0;
+};
+
+struct InstancesResult {
+  DrainResult drain;
+  std::vector<InstanceShare> shares;
+};
+
+// `n` relay instances on the prefilled outbox, started together once the lanes are shared
+// out, timed until they have marked every row.
+InstancesResult drain_instances(const std::string& url, const kafka::KafkaOptions& kafka, long rows,
+                                std::size_t batch, pg::MarkMode mode, int n) {
+  auto members = join_lanes(url, mode, n);
+  // Declared after the members: each relay stops before its lanes are handed back.
+  std::vector<std::unique_ptr<Instance>> instances;
+  for (auto& m : members) instances.push_back(std::make_unique<Instance>(*m, url, kafka, batch));
+  auto published = [&] {
+    std::uint64_t sum = 0;
+    for (const auto& i : instances) sum += i->published();
+    return sum;
+  };
+  Meter meter(url);
+  for (auto& i : instances) i->start();
+  // Progress read in-process: counting the outbox every few ms would load the same cores.
+  // A relay that stops making progress ends the wait instead of hanging the bench.
+  constexpr auto kStallLimit = 30s;
+  std::uint64_t seen = 0;
+  for (auto stall_at = WallClock::now() + kStallLimit; published() < static_cast<std::uint64_t>(rows);
+       std::this_thread::sleep_for(5ms)) {
+    if (auto now_published = published(); now_published != seen) {
+      seen = now_published;
+      stall_at = WallClock::now() + kStallLimit;
+    } else if (WallClock::now() > stall_at) {
+      std::cerr << "warning: no progress for " << kStallLimit.count() << " s at " << seen << " of " << rows << " rows\n";
+      break;
+    }
+  }
+  InstancesResult result{meter.finish(published(), rows), {}};
+  for (const auto& i : instances) result.shares.push_back({i->member().id(), i->member().lanes_held(), i->published()});
+  for (auto& i : instances) i->request_stop();
+  return result;
 }
 
 // Commit -> marked latency of single events arriving at an idle relay, by the database clock.
@@ -154,10 +365,11 @@ std::vector<double> wakeup_latencies(const std::string& url, Publisher& publishe
     tx.exec("TRUNCATE outbox_events");
     tx.commit();
   }
-  pg::PgOutboxStore store({pg::harden_conninfo(url, "outbox-relay-bench", 60'000), "public", pg::MarkMode::update});
+  auto lanes = join_lanes(url, pg::MarkMode::update, 1);
+  Member& member = *lanes.front();
   SteadyClock clock;
   RelayStats stats;
-  Relay relay(store, publisher, clock, MessageBuilder({}), {}, stats);
+  Relay relay(member.store(), publisher, clock, MessageBuilder({}), {}, stats, &member.ownership());
   NullLogger log;
   RunnerOptions ro;
   ro.poll_interval = poll_interval;
@@ -194,15 +406,25 @@ double pct(const std::vector<double>& v, double p) {
   return v[std::min(v.size() - 1, static_cast<std::size_t>(p * static_cast<double>(v.size())))];
 }
 
+void print_header(const char* first) {
+  std::printf("%-8s %-26s %10s %12s %10s %14s\n", first, "run", "seconds", "events/s", "WAL B/ev", "CPU us/event");
+}
+
+void print_run(const std::string& first, const char* name, const DrainResult& d) {
+  std::printf("%-8s %-26s %10.2f %12.0f %10.0f %14.1f\n", first.c_str(), name, d.seconds, d.rate, d.wal_per_event,
+              d.cpu_us_per_event);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App cli{"Drain rate vs the same-host SQL ceiling, and wake-up latency"};
+  CLI::App cli{"Drain rate vs the same-host SQL ceiling, one relay instance vs several, and wake-up latency"};
   long rows = 200'000;
   std::size_t batch = 1000;
   int payload = 200;
   int aggregates = 1000;
   int rounds = 2;
+  int instances = 3;
   int latency_events = 100;
   std::string mark = "update";
   std::string mock = OUTBOX_MOCK_KAFKA_BINARY;
@@ -212,6 +434,7 @@ int main(int argc, char** argv) {
   cli.add_option("--payload", payload, "Payload bytes per event");
   cli.add_option("--aggregates", aggregates, "Distinct aggregates");
   cli.add_option("--rounds", rounds, "Ceiling/drain pairs, run alternately");
+  cli.add_option("--instances", instances, "Relay instances to compare with one on the same outbox (0 or 1 skips)");
   cli.add_option("--latency-events", latency_events, "Events for the wake-up latency runs (0 skips)");
   cli.add_option("--mark-mode", mark, "update or delete")->check(CLI::IsMember({"update", "delete"}));
   cli.add_option("--kafka-property", kafka_props, "librdkafka property name=value for the relay (repeatable)");
@@ -236,21 +459,14 @@ int main(int argc, char** argv) {
     return 1;
   }
   NullLogger log;
-  kafka::KafkaPublisher kafka({brokers, 30s, "outbox-relay-bench", props}, log);
-  {  // warm up: topic metadata, producer id, connections
-    Message m{"outbox.event.order", "warm", "x", {}};
-    (void)kafka.send(m);
-    (void)kafka.await();
-  }
+  const kafka::KafkaOptions kafka_options{brokers, 30s, "outbox-relay-bench", props};
+  kafka::KafkaPublisher kafka(kafka_options, log);
+  warm_up(kafka);
 
   std::printf("relay_bench: %ld rows x %d B payload, %d aggregates, batch %zu, mark_mode %s, %d rounds\n", rows,
               payload, aggregates, batch, mark.c_str(), rounds);
-  std::printf("%-8s %-26s %10s %12s %10s %14s\n", "round", "run", "seconds", "events/s", "WAL B/ev", "CPU us/event");
+  print_header("round");
   std::vector<double> ratios;
-  auto line = [](int round, const char* name, const DrainResult& d) {
-    std::printf("%-8d %-26s %10.2f %12.0f %10.0f %14.1f\n", round, name, d.seconds, d.rate, d.wal_per_event,
-                d.cpu_us_per_event);
-  };
   for (int round = 1; round <= rounds; ++round) {
     prefill(url, rows, aggregates, payload);
     auto ceiling = sql_only(url, rows, batch, mode);
@@ -259,20 +475,41 @@ int main(int argc, char** argv) {
     auto core = drain(url, instant, rows, batch, mode);
     prefill(url, rows, aggregates, payload);
     auto relay = drain(url, kafka, rows, batch, mode);
-    line(round, "SQL ceiling (fetch+mark)", ceiling);
-    line(round, "relay, broker acks at once", core);
-    line(round, "relay -> Kafka (mock)", relay);
+    print_run(std::to_string(round), "SQL ceiling (fetch+mark)", ceiling);
+    print_run(std::to_string(round), "relay, broker acks at once", core);
+    print_run(std::to_string(round), "relay -> Kafka (mock)", relay);
     ratios.push_back(relay.rate / ceiling.rate);
   }
   std::sort(ratios.begin(), ratios.end());
   std::printf("ratio relay->Kafka / SQL ceiling: median %.2f (min %.2f, max %.2f)\n", ratios[ratios.size() / 2],
               ratios.front(), ratios.back());
 
+  if (instances > 1) {
+    std::printf("\n1 versus %d relay instances on one outbox, %ld rows each: in-process instances, each with its own\n"
+                "producer, relay and lease keeper, started together once the lanes were shared out, timed until every\n"
+                "row was marked (CPU: this whole process)\n",
+                instances, rows);
+    print_header("relays");
+    prefill(url, rows, aggregates, payload);
+    auto one = drain_instances(url, kafka_options, rows, batch, mode, 1);
+    prefill(url, rows, aggregates, payload);
+    auto many = drain_instances(url, kafka_options, rows, batch, mode, instances);
+    print_run("1", "relay -> Kafka (mock)", one.drain);
+    print_run(std::to_string(instances), "relay -> Kafka (mock)", many.drain);
+    std::printf("ratio %d instances / 1: %.2f\n", instances, many.drain.rate / one.drain.rate);
+    std::uint64_t total = 0;
+    for (const auto& s : many.shares) total += s.published;
+    std::printf("%-10s %6s %12s %8s\n", "instance", "lanes", "published", "share");
+    for (const auto& s : many.shares)
+      std::printf("%-10s %6zu %12llu %7.1f%%\n", s.id.c_str(), s.lanes, static_cast<unsigned long long>(s.published),
+                  100.0 * static_cast<double>(s.published) / static_cast<double>(std::max<std::uint64_t>(total, 1)));
+  }
+
   if (latency_events > 0) {
     std::printf("\nwake-up latency, commit -> marked published (ms), %d single-event transactions at an idle relay\n",
                 latency_events);
     std::printf("%-28s %8s %8s %8s %8s\n", "wakeup", "p50", "p90", "p99", "max");
-    pg::PgWakeup notify(pg::harden_conninfo(url, "outbox-relay-bench", 60'000), "public");
+    pg::PgWakeup notify(bench_conninfo(url), "public");
     auto n = wakeup_latencies(url, kafka, notify, latency_events, 500ms);
     std::printf("%-28s %8.1f %8.1f %8.1f %8.1f\n", "notify (poll fallback 500ms)", pct(n, .5), pct(n, .9), pct(n, .99),
                 n.empty() ? 0 : n.back());
