@@ -57,7 +57,7 @@ TEST_CASE("fair share: every lane assigned once, shares differ by at most one, s
   CHECK(fair_share(64, many, "i1099") == 0);
 }
 
-TEST_CASE("a lone instance takes every lane; a second one gets half without a stop", "[lanes]") {
+TEST_CASE("a lone instance takes every lane, a second one gets half without a stop", "[lanes]") {
   ManualClock clock;
   FakeLeaseTable table(clock);
   Member a(table, clock, "a");
@@ -237,7 +237,7 @@ TEST_CASE("holding no lane: no fetch at all, idle", "[lanes][relay]") {
   CHECK(f.publisher.sends == 0);
 }
 
-TEST_CASE("a lease lapsing while a batch is read stops its sends; nothing is marked for them", "[lanes][relay]") {
+TEST_CASE("a lease lapsing while a batch is read stops its sends, nothing is marked for them", "[lanes][relay]") {
   LaneRelay f;
   for (int i = 0; i < 6; ++i) f.store.add("a" + std::to_string(i % 2));
   f.hold({{0, 1}, {1, 1}});
