@@ -17,25 +17,23 @@
 #include <fstream>
 #include <iostream>
 #include <map>
-#include <memory>
-#include <stdexcept>
-#include <stop_token>
 #include <thread>
 
 #include "relay/app/polling_wakeup.hpp"
 #include "relay/core/relay.hpp"
 #include "relay/core/runner.hpp"
 #include "relay/kafka/kafka_publisher.hpp"
-#include "relay/pg/pg_conninfo.hpp"
-#include "relay/pg/pg_lease_store.hpp"
 #include "relay/pg/pg_migrator.hpp"
 #include "relay/pg/pg_outbox_store.hpp"
 #include "relay/pg/pg_wakeup.hpp"
+#include "tests/bench/bench_instances.hpp"
 #include "tests/e2e/child_process.hpp"
+#include "tests/e2e/delivery_check.hpp"
 #include "tests/support/pg_cluster.hpp"
 
 using namespace outbox;
 using namespace outbox::relay;
+using namespace outbox::bench;
 using namespace std::chrono_literals;
 using WallClock = std::chrono::steady_clock;
 
@@ -87,21 +85,6 @@ void prefill(const std::string& url, long rows, int aggregates, int payload) {
   tx.exec("CHECKPOINT");
 }
 
-std::string bench_conninfo(const std::string& url) { return pg::harden_conninfo(url, "outbox-relay-bench", 60'000); }
-
-RelayOptions relay_options(std::size_t batch) {
-  RelayOptions o;
-  o.batch_size = batch;
-  return o;
-}
-
-// Topic metadata, producer id and connections, before anything is timed.
-void warm_up(Publisher& publisher) {
-  Message m{"outbox.event.order", "warm", "x", {}};
-  (void)publisher.send(m);
-  (void)publisher.await();
-}
-
 struct DrainResult {
   double seconds = 0;
   double rate = 0;
@@ -130,99 +113,6 @@ class Meter {
   double cpu0_;
   WallClock::time_point t0_;
 };
-
-// Leases as the daemon takes them by default (ownership.lease_ttl_ms, renew_interval_ms; its
-// local deadline a tenth of the ttl short of the database's).
-constexpr std::chrono::milliseconds kLeaseTtl = 10s;
-
-LeaseOptions lease_options() {
-  LeaseOptions o;
-  o.ttl = kLeaseTtl;
-  o.renew_interval = 2s;
-  o.safety_margin = kLeaseTtl / 10;
-  return o;
-}
-
-// One relay instance's hold on the lanes, wired as the daemon wires it
-// (run_relay_until_stopped): the lanes it holds, a lease keeper on a thread and session of
-// its own, and an outbox store whose marks are fenced by those lanes. Made by join_lanes.
-class Member {
- public:
-  Member(const std::string& url, pg::MarkMode mode, std::string id)
-      : id_(std::move(id)),
-        ownership_(id_, pg::kLaneCount),
-        leases_({pg::harden_conninfo(url, "outbox-relay-bench-lease", static_cast<int>(kLeaseTtl.count() / 3)),
-                 "public", id_, "bench", static_cast<int>(::getpid())}),
-        keeper_(ownership_, leases_, clock_, log_, lease_options(), lease_stats_),
-        store_(store_options(url, mode, id_)) {
-    // Live before any keeper ticks (see join_lanes). This first round trip, on the caller's
-    // thread, also makes a database without lanes an exception here, not in the keeper's thread.
-    (void)leases_.renew({}, kLeaseTtl);
-  }
-
-  // Hands the lanes back, as the daemon does once its relay has stopped.
-  ~Member() {
-    keeper_thread_.request_stop();
-    if (keeper_thread_.joinable()) keeper_thread_.join();
-    keeper_.leave();
-    // Lanes moved during a measurement: it timed something else than a steady share.
-    if (lease_stats_.lost_total > 0 || store_.marks_unmatched() > 0)
-      std::cerr << "warning: " << id_ << " lost " << lease_stats_.lost_total << " lanes; "
-                << store_.marks_unmatched() << " marks matched no row\n";
-  }
-
-  void start_keeper() {
-    keeper_thread_ = std::jthread([this](std::stop_token halt) { keeper_.run(halt); });
-  }
-  // Holds its fair share among `live` and hands nothing back.
-  [[nodiscard]] bool settled(const std::vector<std::string>& live) const {
-    auto view = ownership_.view(clock_.now());
-    return view.handing_back.empty() && static_cast<int>(view.lanes.size()) == fair_share(pg::kLaneCount, live, id_);
-  }
-
-  [[nodiscard]] const std::string& id() const { return id_; }
-  [[nodiscard]] std::size_t lanes_held() const { return ownership_.held_count(clock_.now()); }
-  [[nodiscard]] Ownership& ownership() { return ownership_; }
-  [[nodiscard]] pg::PgOutboxStore& store() { return store_; }
-
- private:
-  static pg::PgStoreOptions store_options(const std::string& url, pg::MarkMode mode, const std::string& owner) {
-    pg::PgStoreOptions o{bench_conninfo(url), "public", mode};
-    o.owner = owner;
-    return o;
-  }
-
-  const std::string id_;
-  SteadyClock clock_;
-  NullLogger log_;
-  LeaseStats lease_stats_;
-  Ownership ownership_;
-  pg::PgLeaseStore leases_;
-  LeaseKeeper keeper_;
-  pg::PgOutboxStore store_;
-  std::jthread keeper_thread_;
-};
-
-// `n` instances started together, returned once each holds its fair share of the lanes.
-// Every one is registered live before any keeper ticks, so each first renewal already
-// computes the final share: otherwise the first keeper would take every lane, and could hand
-// lanes back only through a running relay that reports them drained.
-std::vector<std::unique_ptr<Member>> join_lanes(const std::string& url, pg::MarkMode mode, int n) {
-  std::vector<std::unique_ptr<Member>> members;
-  std::vector<std::string> live;
-  for (int i = 1; i <= n; ++i) {
-    members.push_back(std::make_unique<Member>(url, mode, "bench-" + std::to_string(i)));
-    live.push_back(members.back()->id());
-  }
-  for (auto& m : members) m->start_keeper();
-  // Two ttls: an instance of an earlier run that could not leave has expired by then.
-  const auto until = WallClock::now() + 2 * kLeaseTtl;
-  while (!std::all_of(members.begin(), members.end(), [&](const auto& m) { return m->settled(live); })) {
-    if (WallClock::now() > until) throw std::runtime_error("the lanes were not shared out within two lease ttls");
-    std::this_thread::sleep_for(5ms);
-  }
-  return members;
-}
 
 DrainResult drain(const std::string& url, Publisher& publisher, long rows, std::size_t batch, pg::MarkMode mode) {
   auto lanes = join_lanes(url, mode, 1);
@@ -269,47 +159,6 @@ DrainResult sql_only(const std::string& url, long rows, std::size_t batch, pg::M
   return meter.finish(static_cast<std::uint64_t>(done), rows);
 }
 
-// One in-process relay instance as the daemon runs one: its lanes (a Member), and a
-// producer, relay, wake-up session and runner thread of its own.
-class Instance {
- public:
-  Instance(Member& member, const std::string& url, const kafka::KafkaOptions& kafka, std::size_t batch)
-      : member_(member),
-        publisher_(kafka, log_),
-        wakeup_(bench_conninfo(url), "public"),
-        relay_(member.store(), publisher_, clock_, MessageBuilder({}), relay_options(batch), stats_, &member.ownership()),
-        runner_(relay_, wakeup_, clock_, log_, {}) {
-    warm_up(publisher_);
-  }
-
-  ~Instance() {
-    stop_ = true;
-    if (thread_.joinable()) thread_.join();
-    publisher_.close();
-  }
-
-  void start() {
-    thread_ = std::thread([this] { runner_.run(stop_); });
-  }
-  // Does not wait: the destructor does, so several instances stop at once.
-  void request_stop() { stop_ = true; }
-
-  [[nodiscard]] std::uint64_t published() const { return stats_.published_total; }
-  [[nodiscard]] const Member& member() const { return member_; }
-
- private:
-  Member& member_;
-  SteadyClock clock_;
-  NullLogger log_;
-  RelayStats stats_;
-  kafka::KafkaPublisher publisher_;
-  pg::PgWakeup wakeup_;
-  Relay relay_;
-  Runner runner_;
-  std::atomic<bool> stop_{false};
-  std::thread thread_;
-};
-
 struct InstanceShare {
   std::string id;
   std::size_t lanes = 0;
@@ -339,13 +188,9 @@ InstancesResult drain_instances(const std::string& url, const kafka::KafkaOption
   // Progress read in-process: counting the outbox every few ms would load the same cores.
   // A relay that stops making progress ends the wait instead of hanging the bench.
   constexpr auto kStallLimit = 30s;
-  std::uint64_t seen = 0;
-  for (auto stall_at = WallClock::now() + kStallLimit; published() < static_cast<std::uint64_t>(rows);
-       std::this_thread::sleep_for(5ms)) {
-    if (auto now_published = published(); now_published != seen) {
-      seen = now_published;
-      stall_at = WallClock::now() + kStallLimit;
-    } else if (WallClock::now() > stall_at) {
+  const auto target = static_cast<std::uint64_t>(rows);
+  for (std::uint64_t seen = published(); seen < target; seen = published()) {
+    if (!test::eventually([&] { return published() != seen; }, kStallLimit, 5ms)) {
       std::cerr << "warning: no progress for " << kStallLimit.count() << " s at " << seen << " of " << rows << " rows\n";
       break;
     }
@@ -385,11 +230,10 @@ std::vector<double> wakeup_latencies(const std::string& url, Publisher& publishe
     tx.commit();
     std::this_thread::sleep_for(std::chrono::milliseconds(20 + (i * 37) % 60));
   }
-  for (auto until = WallClock::now() + 10s; WallClock::now() < until;) {
+  (void)test::eventually([&] {
     pqxx::nontransaction tx(c);
-    if (tx.exec("SELECT count(*) FROM outbox_events WHERE published_at IS NULL")[0][0].as<long>() == 0) break;
-    std::this_thread::sleep_for(20ms);
-  }
+    return tx.exec("SELECT count(*) FROM outbox_events WHERE published_at IS NULL")[0][0].as<long>() == 0;
+  }, 10s, 20ms);
   stop = true;
   t.join();
   pqxx::nontransaction tx(c);

@@ -1,80 +1,19 @@
-// The operator CLI (status, dead-letters, replay) of the real outbox-relay binary against a
+// The operator CLI's dead-letter and replay commands of the real outbox-relay binary against a
 // throwaway PostgreSQL cluster, with a running relay and the mock Kafka cluster where it matters.
 #include <catch2/catch.hpp>
-#include <nlohmann/json.hpp>
 
-#include <cstdlib>
-#include <filesystem>
 #include <set>
 
-#include "relay/pg/pg_conninfo.hpp"
-#include "tests/e2e/child_process.hpp"
+#include "tests/e2e/cli_harness.hpp"
 #include "tests/e2e/delivery_check.hpp"
 #include "tests/integration/pg_fixture.hpp"
 #include "tests/support/mock_kafka.hpp"
 
 using namespace outbox;
 using namespace std::chrono_literals;
-using Json = nlohmann::json;
+using namespace outbox::test::cli;
 
 namespace {
-
-const std::string kRelay = OUTBOX_RELAY_BINARY;
-
-std::string temp_log(const std::string& name) {
-  static int n = 0;
-  return (std::filesystem::temp_directory_path() /
-          ("outbox-cli-e2e-" + std::to_string(::getpid()) + "-" + name + "-" + std::to_string(n++) + ".log"))
-      .string();
-}
-
-struct CliResult {
-  int code = -1;
-  std::string output;  // stdout and stderr together
-  [[nodiscard]] Json json() const { return Json::parse(output); }  // --json prints nothing else on success
-};
-
-// Runs `outbox-relay <args>` against `url` (config from the environment, as `run` takes it).
-CliResult cli(const std::string& url, const std::vector<std::string>& args,
-              std::map<std::string, std::string> env = {}) {
-  env.try_emplace("OUTBOX_RELAY_DATABASE_URL", url);
-  test::ChildProcess p(kRelay, args, env, temp_log("cli"));
-  auto code = p.wait(60s);
-  INFO("outbox-relay " << args.at(0) << " did not exit within 60 s");
-  REQUIRE(code.has_value());
-  return {*code, p.output()};
-}
-
-std::unique_ptr<test::ChildProcess> start_relay(const std::string& url, const std::string& brokers) {
-  return std::make_unique<test::ChildProcess>(
-      kRelay, std::vector<std::string>{"run"},
-      std::map<std::string, std::string>{{"OUTBOX_RELAY_DATABASE_URL", url},
-                                         {"OUTBOX_RELAY_KAFKA_BROKERS", brokers},
-                                         {"OUTBOX_RELAY_HTTP_LISTEN", ""},
-                                         {"OUTBOX_RELAY_LOG_FORMAT", "text"}},
-      temp_log("relay"));
-}
-
-void stop_relay(std::unique_ptr<test::ChildProcess>& relay) {
-  relay->signal(SIGTERM);
-  CHECK(relay->wait(30s) == std::optional<int>(0));
-  relay.reset();
-}
-
-// Inserts one event and returns its seq; dead-lettered (as the relay leaves it) when `error` is set.
-std::int64_t insert_event(const std::string& url, const std::string& aggregate_id, const std::string& payload_sql,
-                          const std::optional<std::string>& error = std::nullopt) {
-  pqxx::connection c(url);
-  pqxx::work tx(c);
-  auto r = tx.exec_params(
-      "INSERT INTO outbox_events (aggregate_type, aggregate_id, event_type, payload, headers, attempts, last_error, "
-      "dead_lettered_at) VALUES ('order', $1, 'OrderPaid', " + payload_sql +
-          ", '{\"traceparent\": \"00-abc\"}', CASE WHEN $2::text IS NULL THEN 0 ELSE 10 END, $2, "
-          "CASE WHEN $2::text IS NULL THEN NULL ELSE now() END) RETURNING seq",
-      aggregate_id, error ? error->c_str() : nullptr);
-  tx.commit();
-  return r[0][0].as<std::int64_t>();
-}
 
 std::string text_of(const std::string& url, const std::string& sql) {
   pqxx::connection c(url);
@@ -112,100 +51,7 @@ std::multiset<std::string> consumed_after(const test::TopicReader& reader, std::
   return {ids.begin() + static_cast<std::ptrdiff_t>(std::min(skip, ids.size())), ids.end()};
 }
 
-std::string as_relay_role(const std::string& url) {
-  // The script uses psql's \if, so it runs through psql, as an operator would run it.
-  std::string cmd = "psql -X -q -v ON_ERROR_STOP=1 -d \"" + url + "\" -f " OUTBOX_SOURCE_DIR
-                    "/schema/roles/relay_role.sql >/dev/null";
-  REQUIRE(std::system(cmd.c_str()) == 0);
-  auto params = relay::pg::parse_conninfo(url, "test");
-  params["user"] = "outbox_relay";
-  return relay::pg::render_conninfo(params);
-}
-
 }  // namespace
-
-TEST_CASE("cli: status shows backlog, lag, dead letters and throughput, as a table and as JSON", "[e2e][cli]") {
-  auto url = test::fresh_database();
-  test::insert_events(url, 3, 1);
-  test::exec(url, "UPDATE outbox_events SET published_at = now()");
-  test::insert_events(url, 5, 2);
-  test::exec(url, "UPDATE outbox_events SET created_at = now() - interval '90 seconds' WHERE published_at IS NULL");
-  insert_event(url, "o-dead-1", "'\\x00'::bytea", "message too large");
-  insert_event(url, "o-dead-2", "'\\x00'::bytea", "topic rejected");
-  insert_event(url, "o-dead-2", "'\\x00'::bytea");  // waits behind the dead letter
-
-  auto text = cli(url, {"status"});
-  REQUIRE(text.code == 0);
-  CHECK_THAT(text.output, Catch::Contains("6 events waiting, the oldest for 1m3"));
-  CHECK_THAT(text.output, Catch::Contains("1 of them held back behind dead letters"));
-  CHECK_THAT(text.output, Catch::Contains("dead-lettered   2 events"));
-  CHECK_THAT(text.output, Catch::Contains("3 in the last minute, 3 in the last hour"));
-  CHECK_THAT(text.output, Catch::Contains("instances       none live: no relay is publishing this outbox; 64 lanes unowned"));
-
-  auto json = cli(url, {"status", "--json"});
-  REQUIRE(json.code == 0);
-  auto j = json.json();
-  CHECK(j["backlog"] == 6);
-  CHECK(j["held_back"] == 1);
-  CHECK(j["dead_lettered"] == 2);
-  CHECK(j["oldest_unpublished_age_seconds"].get<double>() >= 90);
-  CHECK(j["published_last_minute"] == 3);
-  CHECK(j["published_last_hour"] == 3);
-  CHECK(j["last_published_at"].is_string());
-  CHECK(j["instances"].empty());
-  CHECK(j["unowned_lanes"] == 64);
-  CHECK(j["lanes"].size() == 64);
-  CHECK(j["schema"] == "public");
-
-  // The least-privileged relay role sees the same.
-  auto relay_url = as_relay_role(url);
-  auto least = cli(relay_url, {"status", "--json"});
-  REQUIRE(least.code == 0);
-  CHECK(least.json()["backlog"] == 6);
-  CHECK(least.json()["dead_lettered"] == 2);
-}
-
-TEST_CASE("cli: status lists the instances, their lanes and lease ages, and none once they stopped", "[e2e][cli]") {
-  auto url = test::fresh_database();
-  test::MockKafka kafka(1);
-  test::insert_events(url, 20, 2);
-  auto relay = start_relay(url, kafka.bootstrap());
-  Json status;
-  REQUIRE(test::eventually([&] {
-    auto r = cli(url, {"status", "--json"});
-    status = r.code == 0 ? r.json() : Json();
-    return r.code == 0 && status["instances"].size() == 1 && status["instances"][0]["lanes"] == 64 &&
-           status["backlog"] == 0;
-  }, 60s));
-  const auto& me = status["instances"][0];
-  const std::string instance = me["instance"];
-  CHECK(me["live"] == true);
-  CHECK(me["pid"] == relay->pid());
-  CHECK(me["lease_age_seconds"].get<double>() >= 0);
-  CHECK(me["lease_age_seconds"].get<double>() < 10);
-  CHECK(me["expires_in_seconds"].get<double>() > 0);
-  CHECK(status["unowned_lanes"] == 0);
-  for (const auto& lane : status["lanes"]) {
-    CHECK(lane["owner"] == instance);
-    CHECK(lane["epoch"] == 1);
-  }
-  CHECK(status["published_last_minute"] == 20);
-  bool relay_session = false;
-  for (const auto& s : status["sessions"]) relay_session = relay_session || s["application_name"] == "outbox-relay";
-  CHECK(relay_session);
-
-  auto text = cli(url, {"status"});
-  REQUIRE(text.code == 0);
-  CHECK_THAT(text.output, Catch::Contains("instances       1 live, sharing 64 lanes"));
-  CHECK_THAT(text.output, Catch::Contains(instance));
-
-  stop_relay(relay);  // SIGTERM hands the lanes back at once
-  auto after = cli(url, {"status", "--json"});
-  REQUIRE(after.code == 0);
-  CHECK(after.json()["unowned_lanes"] == 64);
-  CHECK(after.json()["instances"].empty());
-  CHECK_THAT(cli(url, {"status"}).output, Catch::Contains("none live: no relay is publishing this outbox"));
-}
 
 TEST_CASE("cli: dead-letters list and show print every field, tables for people and JSON for scripts", "[e2e][cli]") {
   auto url = test::fresh_database();
