@@ -201,7 +201,8 @@ struct ConsumerRunner::Impl {
       dlq_error = RD_KAFKA_RESP_ERR_NO_ERROR;
       auto e = rd_kafka_producev(dlq, RD_KAFKA_V_TOPIC(topic.c_str()), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
                                  RD_KAFKA_V_KEY(ev.key.data(), ev.key.size()),
-                                 RD_KAFKA_V_VALUE(const_cast<char*>(ev.value.data()), ev.value.size()),
+                                 RD_KAFKA_V_VALUE(ev.null_value ? nullptr : const_cast<char*>(ev.value.data()),
+                                                  ev.value.size()),
                                  RD_KAFKA_V_HEADERS(h), RD_KAFKA_V_END);
       if (e == RD_KAFKA_RESP_ERR_NO_ERROR) {
         ++dlq_outstanding;
@@ -228,6 +229,7 @@ struct ConsumerRunner::Impl {
     ev.offset = m->offset;
     if (m->key != nullptr) ev.key.assign(static_cast<const char*>(m->key), m->key_len);
     if (m->payload != nullptr) ev.value.assign(static_cast<const char*>(m->payload), m->len);
+    ev.null_value = m->payload == nullptr;
     rd_kafka_headers_t* hdrs = nullptr;
     if (rd_kafka_message_headers(m, &hdrs) == RD_KAFKA_RESP_ERR_NO_ERROR) {
       const char* name = nullptr;
@@ -237,13 +239,20 @@ struct ConsumerRunner::Impl {
         ev.headers.emplace_back(name, value != nullptr ? std::string(static_cast<const char*>(value), size) : "");
     }
     for (const auto& [k, v] : ev.headers)
-      if (k == options.event_id_header) ev.event_id = v;
+      if (k == options.event_id_header && ev.event_id_headers++ == 0) ev.event_id = v;
     return ev;
   }
 
   // Settles one message: processed, duplicate or dead-lettered (true), or interrupted by a
   // stop while retrying (false: its offset is not stored, it will be redelivered).
   bool settle(ConsumedEvent& ev, const std::atomic<bool>& stop) {
+    // Two ids: whichever one were taken, the inbox could drop a real event as a duplicate of
+    // another message sharing it (a row header that shadowed the relay's, say).
+    if (ev.event_id_headers > 1)
+      return dead_letter(ev,
+                         std::to_string(ev.event_id_headers) + " " + options.event_id_header +
+                             " headers: the event id is ambiguous",
+                         stop);
     if (ev.event_id.empty()) {
       if (options.missing_id == MissingIdPolicy::dead_letter)
         return dead_letter(ev, "no " + options.event_id_header + " header", stop);

@@ -238,6 +238,9 @@ int run_relay_until_stopped(const config::Config& c, Logger& logger) {
   pg::PgStoreOptions store_options{conninfo, c.database.schema,
                                    c.relay.mark_mode == "delete" ? pg::MarkMode::remove : pg::MarkMode::update};
   store_options.owner = instance;
+  // A payload the producer would refuse (message.max.bytes) is a bad row before it is read.
+  if (auto it = c.kafka.properties.find("message.max.bytes"); it != c.kafka.properties.end())
+    store_options.max_payload_bytes = std::stoul(it->second);
   pg::PgOutboxStore store(store_options);
   kafka::KafkaPublisher publisher({c.kafka.brokers, milliseconds(c.kafka.delivery_timeout_ms), c.kafka.client_id,
                                    c.kafka.properties},

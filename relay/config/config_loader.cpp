@@ -378,8 +378,13 @@ std::vector<SettingDoc> settings_reference() {
   }
   out.push_back({kPropertiesKey + ".<name>", kPropertyEnvPrefix + "<NAME>", "",
                  "Any librdkafka producer property, passed through (e.g. security.protocol, sasl.*, ssl.*, "
-                 "compression.type). enable.idempotence and acks=all cannot be turned off. In the variable "
-                 "name, dots become underscores."});
+                 "compression.type, message.max.bytes). Refused with exit 78, because they would break per-key "
+                 "order or at-least-once: enable.idempotence, enable.gapless.guarantee or acks=all turned off, "
+                 "max.in.flight above 5, a partitioner other than murmur2_random (the default, Java's), murmur2, "
+                 "consistent or fnv1a, queuing.strategy lifo, delivery.report.only.error, transactional.id, "
+                 "retries 0, message.timeout.ms (use kafka.delivery_timeout_ms), bootstrap.servers (use "
+                 "kafka.brokers), and any name or value librdkafka refuses. In the variable name, dots become "
+                 "underscores."});
   return out;
 }
 

@@ -26,6 +26,8 @@ bool valid_topic_name(const std::string& topic) {
   return std::all_of(topic.begin(), topic.end(), topic_char);
 }
 
+bool internal_topic_name(const std::string& topic) { return topic.starts_with("__"); }
+
 const std::vector<std::string>& MessageBuilder::placeholders() {
   static const std::vector<std::string> names{"aggregate_type", "event_type"};
   return names;
@@ -70,6 +72,20 @@ MessageBuilder::MessageBuilder(MessageOptions options) : options_(std::move(opti
     throw ConfigError("message.id_header: must be a non-empty header name without control characters");
   if (has_control_char(options_.event_type_header))
     throw ConfigError("message.event_type_header: must not contain control characters");
+  reserved_.emplace_back(options_.id_header, "message.id_header");
+  if (!options_.event_type_header.empty()) reserve(options_.event_type_header, "message.event_type_header");
+  if (!parts_.empty() && parts_.front().literal && internal_topic_name(parts_.front().text))
+    throw ConfigError("kafka.topic_template: \"" + t + "\" starts with \"__\", which Kafka keeps for its internal topics");
+}
+
+void MessageBuilder::reserve(const std::string& name, const std::string& setting) {
+  if (name.empty() || has_control_char(name))
+    throw ConfigError(setting + ": must be a non-empty header name without control characters");
+  for (const auto& [taken, by] : reserved_)
+    if (taken == name)
+      throw ConfigError(setting + ": \"" + name + "\" is already the header of " + by +
+                        " (each header the relay writes needs a name of its own)");
+  reserved_.emplace_back(name, setting);
 }
 
 std::variant<Message, BadRow> MessageBuilder::build(const OutboxEvent& e) const {
@@ -90,21 +106,29 @@ std::variant<Message, BadRow> MessageBuilder::build(const OutboxEvent& e) const 
   }
   if (!valid_topic_name(m.topic))
     return BadRow{"topic \"" + m.topic + "\" is not a valid Kafka topic name"};
-  if (e.headers.size() + 2 > options_.max_headers)
+  if (internal_topic_name(m.topic))
+    return BadRow{"topic \"" + m.topic + "\" starts with \"__\", which Kafka keeps for its internal topics"};
+  const std::size_t own = reserved_.size();
+  if (e.headers.size() + own > options_.max_headers)
     return BadRow{"row has " + std::to_string(e.headers.size()) + " headers, limit is " +
-                  std::to_string(options_.max_headers - 2)};
+                  std::to_string(options_.max_headers - own)};
   m.key = e.aggregate_id;
   m.value = e.payload;
-  m.headers.reserve(e.headers.size() + 2);
+  m.headers.reserve(e.headers.size() + own);
   m.headers.emplace_back(options_.id_header, e.id);
   if (!options_.event_type_header.empty())
     m.headers.emplace_back(options_.event_type_header, e.event_type);
   for (const auto& [k, v] : e.headers) {
     if (k.empty() || has_control_char(k))
       return BadRow{"header key \"" + k + "\" is empty or contains control characters"};
-    if (k.size() + v.size() > options_.max_header_bytes)
-      return BadRow{"header \"" + k + "\" is " + std::to_string(k.size() + v.size()) +
-                    " bytes, limit is " + std::to_string(options_.max_header_bytes)};
+    for (const auto& [taken, setting] : reserved_)
+      if (k == taken)
+        return BadRow{"header \"" + k + "\" is written by the relay (" + setting +
+                      "); a row may not carry its own (rename it in the row's headers)"};
+    const std::size_t size = k.size() + (v ? v->size() : 0);
+    if (size > options_.max_header_bytes)
+      return BadRow{"header \"" + k + "\" is " + std::to_string(size) + " bytes, limit is " +
+                    std::to_string(options_.max_header_bytes)};
     m.headers.emplace_back(k, v);
   }
   return m;

@@ -1,6 +1,7 @@
 // Turns an outbox row into a Kafka message shaped like Debezium's outbox event router:
-// topic from a template (per-row topic wins), key = aggregate id, value = payload unchanged,
-// header `id` = event id, the event type and the row's own headers as headers.
+// topic from a template (per-row topic wins), key = aggregate id, value = payload unchanged
+// (NULL: a null value), header `id` = event id, the event type and the row's own headers as
+// headers. The headers the relay writes are its own: a row header of the same name is refused.
 #pragma once
 
 #include <optional>
@@ -39,6 +40,13 @@ class MessageBuilder {
   // The placeholders a topic template may use.
   static const std::vector<std::string>& placeholders();
 
+  // Header names the relay writes on every message (id, event type, and what reserve() adds),
+  // with the setting that names each: a row may not carry a header of these names.
+  [[nodiscard]] const std::vector<std::pair<std::string, std::string>>& reserved_headers() const { return reserved_; }
+  // One more header the relay writes after the build (the publisher header), named by
+  // `setting`. Throws ConfigError when it is empty, has control characters, or is taken.
+  void reserve(const std::string& name, const std::string& setting);
+
  private:
   struct Part {
     bool literal;
@@ -47,9 +55,12 @@ class MessageBuilder {
   MessageOptions options_;
   std::vector<Part> parts_;
   std::optional<std::regex> row_topic_pattern_;
+  std::vector<std::pair<std::string, std::string>> reserved_;  // (header name, setting)
 };
 
 // Kafka's rule for topic names: 1..249 of [a-zA-Z0-9._-], not "." or "..".
 [[nodiscard]] bool valid_topic_name(const std::string& topic);
+// Names Kafka keeps for its own topics (__consumer_offsets, __transaction_state...).
+[[nodiscard]] bool internal_topic_name(const std::string& topic);
 
 }  // namespace outbox::relay

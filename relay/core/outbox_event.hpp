@@ -10,7 +10,8 @@
 
 namespace outbox::relay {
 
-using Header = std::pair<std::string, std::string>;
+// A header's value may be null (Kafka allows it; a row's JSON null becomes one).
+using Header = std::pair<std::string, std::optional<std::string>>;
 
 // One unpublished row of outbox_events, as the store hands it to the core.
 struct OutboxEvent {
@@ -19,7 +20,7 @@ struct OutboxEvent {
   std::string aggregate_type;
   std::string aggregate_id;
   std::string event_type;
-  std::string payload;          // bytes, passed through unchanged
+  std::optional<std::string> payload;  // bytes, passed through unchanged; nullopt: NULL (a tombstone)
   std::vector<Header> headers;  // the row's own headers
   std::optional<std::string> topic;  // per-row topic override
   int attempts = 0;             // permanent failures recorded so far
@@ -32,8 +33,16 @@ struct OutboxEvent {
   // Set when the store could not decode the row (e.g. malformed headers): the row can never
   // become a message and is failed permanently with this reason.
   std::optional<std::string> defect;
+  // The store could not read the row at all (the statement failed on its content): no retry
+  // can change that, so it is dead-lettered at its first failure.
+  bool unreadable = false;
   // The aggregate's lane (see ownership.hpp), computed by the store; -1: unknown.
   int lane = -1;
+  // Read-ahead fetches only (FetchRequest::after_seq set): how many unpublished, not
+  // dead-lettered rows of this row's aggregate have seq <= after_seq. The relay compares it
+  // with the rows of that aggregate it has in flight: any more is an earlier row it has not
+  // seen (one that committed late, behind the cursor), and this row must wait for it.
+  std::int64_t pending_before = 0;
 };
 
 // Aggregates are ordered within (aggregate_type, aggregate_id).
@@ -53,7 +62,7 @@ inline AggregateKey aggregate_of(const OutboxEvent& e) { return {e.aggregate_typ
 struct Message {
   std::string topic;
   std::string key;
-  std::string value;
+  std::optional<std::string> value;  // nullopt: a null value (tombstone)
   std::vector<Header> headers;
 };
 

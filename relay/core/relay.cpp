@@ -35,6 +35,7 @@ Relay::Relay(OutboxStore& store, Publisher& publisher, const Clock& clock, Messa
       ownership_(ownership) {
   if (options_.batch_size == 0) throw ConfigError("relay.batch_size: must be at least 1");
   if (options_.max_attempts < 1) throw ConfigError("relay.max_attempts: must be at least 1");
+  if (!options_.publisher_header.empty()) builder_.reserve(options_.publisher_header, "message.publisher_header");
 }
 
 std::size_t Relay::unmarked() const { return pending_ ? pending_->marks.size() : 0; }
@@ -69,7 +70,7 @@ StepResult Relay::step() {
     // (prefetched while that one was on the wire). Any failure, a stop, or the rescan deadline
     // turns the step into a head scan: write what is pending, lift expired blocks, and read
     // from the oldest unpublished row.
-    const bool pipelined = options_.pipeline && pending_ && !pending_->failed &&
+    const bool pipelined = options_.pipeline && pending_ && !pending_->failed && prefetched_ &&
                            now < next_rescan_ && !stop_requested_;
     if (!pipelined) {
       result.published += write_settlement();
@@ -91,23 +92,24 @@ StepResult Relay::step() {
 
     std::vector<OutboxEvent> events;
     Clock::time_point fetched_at;
-    if (pipelined && prefetched_) {
+    AggregateCounts behind;
+    if (pipelined) {
       events = std::move(*prefetched_);
+      behind = std::move(prefetched_behind_);
       fetched_at = prefetched_at_;
     } else {
-      FetchRequest request{options_.batch_size, std::nullopt, excluded_aggregates(), lanes_};
-      if (pipelined) request.after_seq = pending_->max_seq;
       fetched_at = clock_.now();
-      events = store_.fetch(request);
+      events = store_.fetch({options_.batch_size, std::nullopt, excluded_aggregates(), lanes_});
     }
     prefetched_.reset();
+    prefetched_behind_.clear();
     ++stats_.batches_total;
     result.fetched = events.size();
     const bool full = events.size() >= options_.batch_size;
     std::int64_t max_seq = 0;
     for (const auto& e : events) max_seq = std::max(max_seq, e.seq);
 
-    InFlight flight = dispatch(std::move(events));
+    InFlight flight = dispatch(std::move(events), pipelined ? &behind : nullptr);
     flight.fetched_at = fetched_at;
 
     // While this batch is on the wire: write the previous batch's marks, and read the next
@@ -116,13 +118,18 @@ StepResult Relay::step() {
     std::optional<std::string> write_error;
     try {
       if (pending_) result.published += write_settlement();
-      if (full && options_.pipeline && !stop_requested_) {
+      // Read ahead only once every earlier batch is marked: then the rows of this batch the
+      // publisher took are all the unpublished rows behind the cursor that the relay knows
+      // of, and any other one (pending_before counts them all) committed late.
+      if (full && options_.pipeline && !stop_requested_ && now < next_rescan_) {
         prefetched_at_ = clock_.now();
         prefetched_ = store_.fetch({options_.batch_size, max_seq, excluded_aggregates(), lanes_});
+        prefetched_behind_ = sent_per_aggregate(flight);
       }
     } catch (const TransientError& e) {
       write_error = e.what();
       prefetched_.reset();
+      prefetched_behind_.clear();
     }
 
     auto sent = collect(std::move(flight));
@@ -153,7 +160,13 @@ StepResult Relay::step() {
   }
 }
 
-Relay::InFlight Relay::dispatch(std::vector<OutboxEvent> events) {
+Relay::AggregateCounts Relay::sent_per_aggregate(const InFlight& flight) {
+  AggregateCounts counts;
+  for (auto i : flight.accepted) ++counts[aggregate_of(flight.sent[i].event)];
+  return counts;
+}
+
+Relay::InFlight Relay::dispatch(std::vector<OutboxEvent> events, const AggregateCounts* ahead) {
   const auto now = clock_.now();
   InFlight flight;
   auto& sent = flight.sent;
@@ -166,14 +179,32 @@ Relay::InFlight Relay::dispatch(std::vector<OutboxEvent> events) {
     // Checked per message, just before it is handed over: a lease that lapsed while this
     // batch was read (or the process was paused) stops the sends at once.
     std::optional<std::int64_t> epoch;
+    // Not sent: its aggregate's later rows in this batch are not sent either, even if the
+    // lease is renewed on the keeper's thread before the check reaches them.
     if (ownership_ && !(epoch = ownership_->publishable(s.event.lane, clock_.now()))) {
       ++stats_.not_owned_total;
+      block(key, now);
       continue;
     }
     if (blocked(key)) {
       ++stats_.held_back_total;
       continue;
     }
+    // Read ahead of a batch in flight: an unpublished row of this aggregate behind the cursor
+    // that is not one of the batch's own committed late and was never read. This row (and its
+    // aggregate's later ones) waits for the head scan that finds it, which comes next.
+    if (ahead != nullptr) {
+      auto known = ahead->find(key);
+      if (s.event.pending_before > (known == ahead->end() ? 0 : known->second)) {
+        ++stats_.held_behind_late_total;
+        block(key, now);
+        next_rescan_ = now;
+        continue;
+      }
+    }
+    // A next attempt later than the retry policy's longest delay was not scheduled by the
+    // relay (a producer wrote it, or 'infinity'): the row is due now.
+    if (s.event.retry_in > options_.row_retry.max) s.event.retry_in = std::chrono::milliseconds{0};
     if (s.event.retry_in.count() > 0) {  // in retry backoff: it and its successors wait
       block(key, now + s.event.retry_in);
       ++stats_.held_back_total;
@@ -257,8 +288,9 @@ Relay::Settlement Relay::settle_outcomes(std::vector<Sent>& sent) {
         FailedAttempt f;
         f.seq = s.event.seq;
         f.error = s.result->detail;
-        f.attempts = s.event.attempts + 1;
-        f.dead_letter = f.attempts >= options_.max_attempts;
+        // attempts is a column a producer can write: clamp before counting on it.
+        f.attempts = std::clamp(s.event.attempts, 0, options_.max_attempts) + 1;
+        f.dead_letter = f.attempts >= options_.max_attempts || s.event.unreadable;
         f.retry_after = f.dead_letter ? std::chrono::milliseconds{0} : options_.row_retry.delay(f.attempts);
         if (f.dead_letter) ++stats_.dead_lettered_total;
         block(key, now + f.retry_after);

@@ -32,7 +32,8 @@ struct RelayOptions {
   // While the outbox is busy, a batch is fetched behind the previous one (seq > its last)
   // and marked while the next one is on the wire. At least this often the relay instead
   // drains and scans from the oldest unpublished row, so rows that committed late are
-  // picked up within this bound.
+  // picked up within this bound. (A read-ahead row whose aggregate has such a late row is
+  // held back until that scan, and the scan comes at once: contract 2.)
   std::chrono::milliseconds rescan_interval{1000};
   bool pipeline = true;
   // Upper bound of the aggregate list sent to the store as an exclusion (an optimisation;
@@ -96,9 +97,14 @@ class Relay {
     std::vector<std::size_t> accepted;  // indexes of the messages the publisher took
     Clock::time_point fetched_at{};     // when the batch was read (latency figures start here)
   };
+  // Per aggregate, the rows of a dispatched batch the publisher took (sent, not yet marked).
+  using AggregateCounts = std::unordered_map<AggregateKey, std::int64_t, AggregateKeyHash>;
 
   // Sends the batch's messages, holding back events whose aggregate waits; does not wait.
-  InFlight dispatch(std::vector<OutboxEvent> events);
+  // `ahead`: for a batch read ahead of the one in flight, that one's sent rows per aggregate;
+  // a row whose aggregate has more unpublished rows behind the cursor (pending_before) waits.
+  InFlight dispatch(std::vector<OutboxEvent> events, const AggregateCounts* ahead);
+  static AggregateCounts sent_per_aggregate(const InFlight& flight);
   // Waits for the delivery outcomes of a dispatched batch.
   std::vector<Sent> collect(InFlight flight);
   Settlement settle_outcomes(std::vector<Sent>& sent);
@@ -123,8 +129,10 @@ class Relay {
 
   std::atomic<bool> stop_requested_{false};
   std::optional<Settlement> pending_;  // delivered batch whose marks are not yet written
-  // The batch behind the one in flight, read while it was on the wire.
+  // The batch behind the one in flight, read while it was on the wire, and what that one
+  // had sent per aggregate when it was read.
   std::optional<std::vector<OutboxEvent>> prefetched_;
+  AggregateCounts prefetched_behind_;
   Clock::time_point prefetched_at_{};
   Clock::time_point next_rescan_{};
   int consecutive_transient_ = 0;

@@ -18,6 +18,8 @@ namespace outbox::relay {
   X(held_back_total, "events not sent because an earlier event of their aggregate waits")  \
   X(unmarked_after_failure_total, "acknowledged events left unmarked (will be re-sent) "  \
                                   "because an earlier event of their aggregate failed")   \
+  X(held_behind_late_total, "read-ahead events held back because an earlier event of their "  \
+                            "aggregate committed late, behind the relay's cursor")            \
   X(not_owned_total, "events not sent because this instance no longer held their lane "   \
                      "(lease lapsed or being handed back); their new owner sends them")   \
   X(batches_total, "batches fetched from the outbox")                                     \

@@ -3,7 +3,10 @@
 #include <librdkafka/rdkafka.h>
 
 #include <algorithm>
+#include <cctype>
+#include <charconv>
 #include <cstdint>
+#include <set>
 #include <string_view>
 
 #include "relay/core/errors.hpp"
@@ -66,16 +69,69 @@ struct KafkaPublisher::Handle {
   }
 };
 
+namespace {
+
+// librdkafka's reading of a boolean property (true, t, 1 in any case; anything else is false
+// for our purpose of refusing a value that does not keep a guarantee on).
+bool truthy(std::string v) {
+  std::transform(v.begin(), v.end(), v.begin(), [](unsigned char c) { return std::tolower(c); });
+  return v == "true" || v == "t" || v == "1";
+}
+
+[[noreturn]] void refuse(const std::string& name, const std::string& why) {
+  throw ConfigError("kafka.properties." + name + ": " + why);
+}
+
+// Partitioners that put every key, the empty one included, on one partition. The *_random
+// variants other than murmur2_random scatter empty keys (consistent_random hashes neither
+// empty nor NULL keys); murmur2_random scatters only NULL keys, which the relay never sends.
+const std::set<std::string> kKeyedPartitioners{"murmur2_random", "murmur2", "consistent", "fnv1a"};
+
+}  // namespace
+
 void check_properties(const std::map<std::string, std::string>& properties) {
-  if (auto it = properties.find("enable.idempotence"); it != properties.end() && it->second != "true")
-    throw ConfigError("kafka.properties.enable.idempotence: must stay true (per-aggregate order "
-                      "across retries depends on the idempotent producer)");
-  if (auto it = properties.find("acks"); it != properties.end() && it->second != "all" && it->second != "-1")
-    throw ConfigError("kafka.properties.acks: must be all (a row is marked published only after "
-                      "every in-sync replica has it)");
-  for (const char* k : {"request.required.acks", "dr_msg_cb", "dr_cb"})
-    if (properties.contains(k))
-      throw ConfigError(std::string("kafka.properties.") + k + ": is set by the relay and cannot be overridden");
+  // Contract 10: nothing passed through may switch off per-key order or at-least-once.
+  for (const auto& [name, value] : properties) {
+    if (name == "enable.idempotence" && !truthy(value))
+      refuse(name, "must stay true (per-aggregate order across retries depends on the idempotent producer)");
+    if ((name == "acks" || name == "request.required.acks") && value != "all" && value != "-1")
+      refuse(name, "must be all (a row is marked published only after every in-sync replica has it)");
+    if (name == "enable.gapless.guarantee" && !truthy(value))
+      refuse(name, "must stay true (a failed batch must stop the producer rather than leave a gap in an "
+                   "aggregate's partition)");
+    if (name == "max.in.flight.requests.per.connection" || name == "max.in.flight") {
+      long n = 0;
+      auto [p, ec] = std::from_chars(value.data(), value.data() + value.size(), n);
+      if (ec != std::errc{} || p != value.data() + value.size() || n < 1 || n > 5)
+        refuse(name, "must be 1 to 5 (the idempotent producer keeps order only with at most 5 requests in flight)");
+    }
+    if (name == "partitioner" && !kKeyedPartitioners.contains(value))
+      refuse(name, "\"" + value + "\" does not keep every aggregate on one partition; use murmur2_random (the "
+                   "default: Java's, as Debezium and Kafka Connect partition), murmur2, consistent or fnv1a");
+    if (name == "queuing.strategy" && value != "fifo")
+      refuse(name, "must stay fifo (lifo sends an aggregate's later events first)");
+    if (name == "delivery.report.only.error" && truthy(value))
+      refuse(name, "must stay false (a row is marked only from its successful delivery report)");
+    if (name == "transactional.id")
+      refuse(name, "the relay does not publish in Kafka transactions (every message would fail outside one)");
+    if ((name == "retries" || name == "message.send.max.retries") && value == "0")
+      refuse(name, "must be above 0 (the idempotent producer needs retries to keep order)");
+    if (name == "message.timeout.ms" || name == "delivery.timeout.ms")
+      refuse(name, "set kafka.delivery_timeout_ms instead (0 here would wait for ever on a broker that is away)");
+    if (name == "bootstrap.servers" || name == "metadata.broker.list")
+      refuse(name, "set kafka.brokers instead");
+    if (name == "dr_msg_cb" || name == "dr_cb") refuse(name, "is set by the relay and cannot be overridden");
+  }
+  // Names and values librdkafka itself refuses, found before anything runs.
+  rd_kafka_conf_t* conf = rd_kafka_conf_new();
+  char err[512];
+  for (const auto& [name, value] : properties) {
+    if (rd_kafka_conf_set(conf, name.c_str(), value.c_str(), err, sizeof err) != RD_KAFKA_CONF_OK) {
+      rd_kafka_conf_destroy(conf);
+      refuse(name, err);
+    }
+  }
+  rd_kafka_conf_destroy(conf);
 }
 
 KafkaPublisher::KafkaPublisher(KafkaOptions options, Logger& logger)
@@ -103,6 +159,8 @@ void KafkaPublisher::create() {
   // Any gap a failed batch could leave in a partition stops the producer instead (we
   // rebuild it and re-send the unmarked rows): order per aggregate over completeness of a run.
   set("enable.gapless.guarantee", "true", "kafka.properties.enable.gapless.guarantee");
+  // Java's partitioner (Kafka Connect, Debezium, Java producers): keys land where theirs do.
+  set("partitioner", "murmur2_random", "kafka.properties.partitioner");
   // Nagle plus delayed ACK costs ~40 ms per batch in a wait-for-acks loop (DESIGN.md).
   set("socket.nagle.disable", "true", "kafka.properties.socket.nagle.disable");
   set("linger.ms", "1", "kafka.properties.linger.ms");
@@ -176,14 +234,19 @@ std::optional<DeliveryResult> KafkaPublisher::send(const Message& m) {
   if (auto refused = refused_topic(m.topic)) return refused;
   rd_kafka_headers_t* headers = rd_kafka_headers_new(m.headers.size());
   for (const auto& [k, v] : m.headers)
-    rd_kafka_header_add(headers, k.data(), static_cast<ssize_t>(k.size()), v.data(),
-                        static_cast<ssize_t>(v.size()));
+    rd_kafka_header_add(headers, k.data(), static_cast<ssize_t>(k.size()), v ? v->data() : nullptr,
+                        v ? static_cast<ssize_t>(v->size()) : 0);
+  // A null value is a tombstone; an empty one is an empty value. The key is never NULL (an
+  // empty aggregate id is an empty key), so every aggregate hashes to one partition.
+  static const char kNoBytes = 0;
+  void* value = m.value ? const_cast<char*>(m.value->data()) : nullptr;
+  const std::size_t value_size = m.value ? m.value->size() : 0;
+  const void* key = m.key.empty() ? &kNoBytes : m.key.data();
   const auto index = results_.size();
   for (;;) {
     rd_kafka_resp_err_t err = rd_kafka_producev(
         handle_->rk, RD_KAFKA_V_TOPIC(m.topic.c_str()), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-        RD_KAFKA_V_KEY(m.key.data(), m.key.size()),
-        RD_KAFKA_V_VALUE(const_cast<char*>(m.value.data()), m.value.size()),
+        RD_KAFKA_V_KEY(key, m.key.size()), RD_KAFKA_V_VALUE(value, value_size),
         RD_KAFKA_V_HEADERS(headers), RD_KAFKA_V_OPAQUE(reinterpret_cast<void*>(index)), RD_KAFKA_V_END);
     if (err == RD_KAFKA_RESP_ERR_NO_ERROR) break;  // librdkafka owns the headers now
     if (err == RD_KAFKA_RESP_ERR__QUEUE_FULL) {

@@ -30,8 +30,10 @@ struct KafkaOptions {
   std::map<std::string, std::string> properties;
 };
 
-// Throws ConfigError naming `kafka.properties.<name>` for settings that would break the
-// delivery contract (idempotence off, acks other than all).
+// Throws ConfigError naming `kafka.properties.<name>` for settings that would break per-key
+// order or at-least-once (contract 10: idempotence, acks, gapless, in-flight limit, partitioner,
+// queuing strategy, error-only delivery reports, transactions, retries, delivery timeout) and
+// for names or values librdkafka refuses.
 void check_properties(const std::map<std::string, std::string>& properties);
 
 class KafkaPublisher final : public Publisher {

@@ -13,8 +13,10 @@ namespace outbox::relay::pg {
 namespace {
 
 // Timestamps leave the database as ISO 8601 UTC text, whatever the session's DateStyle.
+// 'infinity' and '-infinity' (which to_char prints as '') stay as PostgreSQL writes them.
 std::string iso(const std::string& column) {
-  return "to_char(" + column + " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')";
+  return "CASE WHEN isfinite(" + column + ") THEN to_char(" + column +
+         " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') ELSE " + column + "::text END";
 }
 
 template <class T>

@@ -25,28 +25,104 @@ const std::set<std::string> kRequiredColumns{
     "headers", "topic",        "published_at",   "attempts",     "next_attempt_at", "last_error",
     "dead_lettered_at", "created_at"};
 
-std::string fetch_sql(const std::string& schema, bool excluding) {
+// Longest aggregate type, aggregate id, event type or topic the relay reads (64 KiB): a
+// longer one is a bad row, and only a digest of it leaves the database.
+constexpr long kMaxIdentityBytes = 65'536;
+
+// `col` as read, or a digest when it is too long (the row is then a bad row; aggregates stay
+// apart by the digest, so blocking one never blocks another).
+std::string capped(const std::string& col) {
+  return "CASE WHEN octet_length(" + col + ") <= " + std::to_string(kMaxIdentityBytes) + " THEN " + col +
+         " ELSE 'oversized:' || md5(" + col + ") END";
+}
+
+// Why a row is too big to read in full, or '' (parameters: payload and headers text limits).
+std::string oversize_reasons(const std::string& payload_cap, const std::string& headers_cap) {
+  auto identity = [](const std::string& col) {
+    return "CASE WHEN octet_length(e." + col + ") > " + std::to_string(kMaxIdentityBytes) + " THEN '" + col +
+           " is ' || octet_length(e." + col + ") || ' bytes, limit " + std::to_string(kMaxIdentityBytes) + "' END";
+  };
+  return "concat_ws('; ', " + identity("aggregate_type") + ", " + identity("aggregate_id") + ", " +
+         identity("event_type") + ", " + identity("topic") +
+         ", CASE WHEN octet_length(e.payload) > " + payload_cap + "::integer THEN 'payload is ' || "
+         "octet_length(e.payload) || ' bytes, limit ' || " + payload_cap + "::integer || "
+         "' (the producer''s message.max.bytes)' END"
+         ", CASE WHEN octet_length(e.headers::text) > " + headers_cap + "::integer THEN 'headers are ' || "
+         "octet_length(e.headers::text) || ' bytes of JSON, limit ' || " + headers_cap + "::integer END)";
+}
+
+// The columns of a fetched row, in the order decode_row() reads them. Every expression holds
+// for any value the columns can hold (contract 9): infinite and extreme timestamps are
+// clamped, never subtracted as timestamps ('cannot subtract infinite timestamps'), and nothing
+// overflows a bigint. Parameters: the read-ahead cursor (bigint's minimum for a head scan),
+// the payload and the headers text limits.
+std::string fetch_columns(const std::string& schema, const std::string& after, const std::string& payload_cap,
+                          const std::string& headers_cap) {
+  const std::string table = schema + ".outbox_events";
+  return "e.seq, e.id::text, " + capped("e.aggregate_type") + ", " + capped("e.aggregate_id") + ", " +
+         capped("e.event_type") + ", "
+         "CASE WHEN octet_length(e.payload) <= " + payload_cap + "::integer THEN e.payload END, e.payload IS NULL, "
+         "CASE WHEN octet_length(e.headers::text) <= " + headers_cap + "::integer THEN e.headers::text END, " +
+         capped("e.topic") + ", "
+         "least(greatest(e.attempts, 0), 1000000000), "
+         // Due in (ms), by the database clock; 'infinity' becomes a very long wait that the
+         // relay's retry policy, which never schedules that far, treats as due now.
+         "CASE WHEN e.next_attempt_at > now() THEN "
+         "least(ceil((extract(epoch FROM e.next_attempt_at) - extract(epoch FROM now())) * 1000), 1e15)::bigint "
+         "ELSE 0 END, "
+         // Age (us) since created_at: 0 for one in the future, at most ~31 years.
+         "(greatest(0, least(extract(epoch FROM now()) - extract(epoch FROM e.created_at), 1e9)) * 1000000)::bigint, " +
+         schema + ".outbox_lane(e.aggregate_type, e.aggregate_id), "
+         // Read ahead only: the aggregate's unpublished rows behind the cursor (through the
+         // index of pending rows per aggregate, migration 0007).
+         "CASE WHEN " + after + "::bigint > -9223372036854775808 THEN (SELECT count(*) FROM " + table + " p "
+         "WHERE p.published_at IS NULL AND p.dead_lettered_at IS NULL AND p.aggregate_type = e.aggregate_type "
+         "AND p.aggregate_id = e.aggregate_id AND p.seq <= " + after + "::bigint) ELSE 0 END, " +
+         oversize_reasons(payload_cap, headers_cap);
+}
+
+// Which rows a fetch returns: $1 cursor, $3 lanes or NULL, then (when excluding) the excluded
+// aggregates' types and ids as parameters `first_excluded` and the one after it.
+std::string fetch_where(const std::string& schema, bool excluding, int first_excluded) {
   const std::string table = schema + ".outbox_events";
   const std::string lane = schema + ".outbox_lane(e.aggregate_type, e.aggregate_id)";
   // Rows of an aggregate wait behind an earlier dead-lettered event (operator action needed);
   // rows before it still flow (say the operator requeued an earlier one of two dead letters).
-  // $3: the lanes this instance holds (NULL: all of them).
   std::string sql =
-      "SELECT e.seq, e.id::text, e.aggregate_type, e.aggregate_id, e.event_type, e.payload, "
-      "e.headers::text, e.topic, e.attempts, "
-      "CASE WHEN e.next_attempt_at > now() "
-      "THEN ceil(extract(epoch FROM e.next_attempt_at - now()) * 1000)::bigint ELSE 0 END, "
-      "greatest(0, extract(epoch FROM now() - e.created_at) * 1000000)::bigint, " + lane + " "
-      "FROM " + table + " e "
       "WHERE e.published_at IS NULL AND e.dead_lettered_at IS NULL AND e.seq > $1 "
       "AND ($3::int[] IS NULL OR " + lane + " = ANY($3::int[])) "
       "AND NOT EXISTS (SELECT 1 FROM " + table + " d WHERE d.dead_lettered_at IS NOT NULL "
       "AND d.aggregate_type = e.aggregate_type AND d.aggregate_id = e.aggregate_id AND d.seq < e.seq) ";
   if (excluding)
-    sql += "AND NOT EXISTS (SELECT 1 FROM unnest($4::text[], $5::text[]) AS x(t, i) "
+    sql += "AND NOT EXISTS (SELECT 1 FROM unnest($" + std::to_string(first_excluded) + "::text[], $" +
+           std::to_string(first_excluded + 1) + "::text[]) AS x(t, i) "
            "WHERE x.t = e.aggregate_type AND x.i = e.aggregate_id) ";
-  sql += "ORDER BY e.seq LIMIT $2";
   return sql;
+}
+
+// $1 cursor, $2 limit, $3 lanes, $4 payload limit, $5 headers limit, $6/$7 excluded.
+std::string fetch_sql(const std::string& schema, bool excluding) {
+  return "SELECT " + fetch_columns(schema, "$1", "$4", "$5") + " FROM " + schema + ".outbox_events e " +
+         fetch_where(schema, excluding, 6) + "ORDER BY e.seq LIMIT $2";
+}
+
+// When a fetch fails on a row's content, the rows it would have returned, by seq only ($1
+// cursor, $2 limit, $3 lanes, $4/$5 excluded): nothing here computes on a column's value.
+std::string fetch_seqs_sql(const std::string& schema, bool excluding) {
+  return "SELECT e.seq FROM " + schema + ".outbox_events e " + fetch_where(schema, excluding, 4) +
+         "ORDER BY e.seq LIMIT $2";
+}
+
+// One row, as fetch_sql reads it ($1 cursor, $2 payload limit, $3 headers limit, $4 seq).
+std::string fetch_one_sql(const std::string& schema) {
+  return "SELECT " + fetch_columns(schema, "$1", "$2", "$3") + " FROM " + schema + ".outbox_events e WHERE e.seq = $4";
+}
+
+// A statement that failed because of a value it computed on (data exception, class 22; a
+// limit a value exceeded, class 54): the row's problem, not the database's.
+bool row_content_error(const pqxx::sql_error& e) {
+  const std::string state = e.sqlstate();
+  return state.starts_with("22") || state.starts_with("54");
 }
 
 // Marks and failures land only on rows whose lane this instance still holds (fencing): an
@@ -60,14 +136,75 @@ std::string fence(const std::string& schema, const std::string& owner_param) {
          ".outbox_relay_lanes WHERE owner = " + owner_param + " AND lease_until > now()))";
 }
 
-// Row headers are a JSON object; string values pass as they are, others as their JSON text.
+// At most `max` bytes of `text`, cut at a character boundary, with any invalid UTF-8 replaced:
+// an error message quotes row content, and half a character would make PostgreSQL refuse the
+// UPDATE that records the failure (invalid byte sequence), retried for ever.
+std::string utf8_prefix(const std::string& text, std::size_t max) {
+  std::string out;
+  out.reserve(std::min(text.size(), max));
+  for (std::size_t i = 0; i < text.size();) {
+    const auto c = static_cast<unsigned char>(text[i]);
+    std::size_t n = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xe ? 3 : (c >> 3) == 0x1e ? 4 : 0;
+    bool valid = n > 0 && i + n <= text.size() && c != 0;
+    for (std::size_t k = 1; valid && k < n; ++k) valid = (static_cast<unsigned char>(text[i + k]) & 0xc0) == 0x80;
+    const std::string piece = valid ? text.substr(i, n) : std::string("?");
+    if (out.size() + piece.size() > max) break;
+    out += piece;
+    i += valid ? n : 1;
+  }
+  return out;
+}
+
+// Row headers are a JSON object; string values pass as they are, null as a null value,
+// others as their compact JSON text.
 std::optional<std::string> decode_headers(const std::string& text, std::vector<Header>& out) {
   auto j = nlohmann::json::parse(text, nullptr, false);
   if (j.is_discarded() || !j.is_object()) return "headers column is not a JSON object";
   out.reserve(j.size());
-  for (auto it = j.begin(); it != j.end(); ++it)
-    out.emplace_back(it.key(), it->is_string() ? it->get<std::string>() : it->dump());
+  for (auto it = j.begin(); it != j.end(); ++it) {
+    if (it->is_null())
+      out.emplace_back(it.key(), std::nullopt);
+    else
+      out.emplace_back(it.key(), it->is_string() ? it->get<std::string>() : it->dump());
+  }
   return std::nullopt;
+}
+
+// One fetched row (columns as fetch_columns() lists them) as the core's event. A column the
+// schema says cannot be NULL but is (the table was altered) makes a bad row, not an error.
+OutboxEvent decode_row(const pqxx::row& row) {
+  OutboxEvent e;
+  std::string defects;
+  auto defect = [&](const std::string& d) { defects += (defects.empty() ? "" : "; ") + d; };
+  auto text = [&](int i, const char* name) {
+    if (!row[i].is_null()) return row[i].as<std::string>();
+    defect(std::string(name) + " is NULL");
+    return std::string();
+  };
+  e.seq = row[0].as<std::int64_t>();
+  e.id = text(1, "id");
+  e.aggregate_type = text(2, "aggregate_type");
+  e.aggregate_id = text(3, "aggregate_id");
+  e.event_type = text(4, "event_type");
+  if (!row[5].is_null()) e.payload = pqxx::binarystring(row[5]).str();
+  else if (!row[6].as<bool>()) e.payload = std::string();  // too big to read: a bad row (below)
+  if (!row[7].is_null()) {
+    if (auto bad = decode_headers(row[7].as<std::string>(), e.headers)) defect(*bad);
+  } else {
+    defect("headers is NULL or too big");
+  }
+  if (!row[8].is_null()) e.topic = row[8].as<std::string>();
+  e.attempts = row[9].is_null() ? 0 : row[9].as<int>();
+  e.retry_in = std::chrono::milliseconds(row[10].is_null() ? 0 : row[10].as<std::int64_t>());
+  e.age = std::chrono::microseconds(row[11].is_null() ? 0 : row[11].as<std::int64_t>());
+  e.lane = row[12].as<int>();
+  e.pending_before = row[13].as<std::int64_t>();
+  if (const auto over = row[14].as<std::string>(); !over.empty()) defect("row too big: " + over);
+  if (!defects.empty()) {
+    e.defect = std::move(defects);
+    e.headers.clear();
+  }
+  return e;
 }
 
 }  // namespace
@@ -180,6 +317,13 @@ void PgOutboxStore::verify_schema() {
       throw SchemaError("table " + options_.schema + ".outbox_events lacks columns: " + missing +
                         "; run `outbox-relay migrate`, or restore them as schema/migrations/0001_outbox_events.sql "
                         "defines them if the table was altered after migrating");
+    // Without it every read-ahead row costs a scan of the work list (migration 0007).
+    auto index = tx.exec_params("SELECT 1 FROM pg_indexes WHERE schemaname = $1 AND tablename = 'outbox_events' "
+                                "AND indexname = 'outbox_events_aggregate_pending'",
+                                options_.schema);
+    if (index.empty())
+      throw SchemaError("index " + options_.schema + ".outbox_events_aggregate_pending is missing; run "
+                        "`outbox-relay migrate` (migration 0007; see its file for building it concurrently first)");
   } catch (const FatalError&) {
     throw;
   } catch (...) {
@@ -191,46 +335,98 @@ void PgOutboxStore::verify_schema() {
 std::vector<OutboxEvent> PgOutboxStore::fetch(const FetchRequest& request) {
   auto& c = session().conn;
   std::vector<OutboxEvent> events;
+  const std::int64_t after = request.after_seq.value_or(std::numeric_limits<std::int64_t>::min());
+  const auto limit = static_cast<std::int64_t>(request.limit);
+  const auto payload_cap = static_cast<int>(options_.max_payload_bytes);
+  const auto headers_cap = static_cast<int>(options_.max_headers_bytes);
+  std::optional<std::string> lanes;
+  if (request.lanes) lanes = int_array_literal(*request.lanes);
+  std::vector<std::string> types, ids;
+  for (const auto& k : request.exclude) {
+    types.push_back(k.type);
+    ids.push_back(k.id);
+  }
   try {
     pqxx::nontransaction tx(c);
-    const std::int64_t after = request.after_seq.value_or(std::numeric_limits<std::int64_t>::min());
-    const auto limit = static_cast<std::int64_t>(request.limit);
-    std::optional<std::string> lanes;
-    if (request.lanes) lanes = int_array_literal(*request.lanes);
-    pqxx::result r;
-    if (request.exclude.empty()) {
-      r = tx.exec_prepared(kFetch, after, limit, lanes);
-    } else {
-      std::vector<std::string> types, ids;
-      types.reserve(request.exclude.size());
-      ids.reserve(request.exclude.size());
-      for (const auto& k : request.exclude) {
-        types.push_back(k.type);
-        ids.push_back(k.id);
-      }
-      r = tx.exec_prepared(kFetchExcluding, after, limit, lanes, text_array_literal(types), text_array_literal(ids));
-    }
+    pqxx::result r = request.exclude.empty()
+                         ? tx.exec_prepared(kFetch, after, limit, lanes, payload_cap, headers_cap)
+                         : tx.exec_prepared(kFetchExcluding, after, limit, lanes, payload_cap, headers_cap,
+                                            text_array_literal(types), text_array_literal(ids));
     events.reserve(r.size());
-    for (const auto& row : r) {
-      OutboxEvent& e = events.emplace_back();
-      e.seq = row[0].as<std::int64_t>();
-      e.id = row[1].as<std::string>();
-      e.aggregate_type = row[2].as<std::string>();
-      e.aggregate_id = row[3].as<std::string>();
-      e.event_type = row[4].as<std::string>();
-      if (!row[5].is_null()) e.payload = pqxx::binarystring(row[5]).str();
-      e.defect = decode_headers(row[6].as<std::string>(), e.headers);
-      if (!row[7].is_null()) e.topic = row[7].as<std::string>();
-      e.attempts = row[8].as<int>();
-      e.retry_in = std::chrono::milliseconds(row[9].as<std::int64_t>());
-      e.age = std::chrono::microseconds(row[10].as<std::int64_t>());
-      e.lane = row[11].as<int>();
+    for (const auto& row : r) events.push_back(decode_row(row));
+    return events;
+  } catch (const pqxx::sql_error& e) {
+    if (!row_content_error(e)) {
+      reset();
+      rethrow_translated("fetching unpublished outbox rows");
     }
+    ++isolations_;
   } catch (...) {
     reset();
     rethrow_translated("fetching unpublished outbox rows");
   }
+  // Contract 9: one row's content broke the statement. Read the same rows one by one; the one
+  // that cannot be read comes back unreadable (dead-lettered at once: no retry changes it) and
+  // everything else flows.
+  try {
+    // Autocommit: each read is a statement of its own, so one that fails leaves the session
+    // usable (libpqxx 6.4 does not roll a subtransaction back after a failed exec_params).
+    pqxx::nontransaction tx(c);
+    const std::string schema = quoted_identifier(options_.schema, "database.schema");
+    pqxx::result seqs = request.exclude.empty()
+                            ? tx.exec_params(fetch_seqs_sql(schema, false), after, limit, lanes)
+                            : tx.exec_params(fetch_seqs_sql(schema, true), after, limit, lanes,
+                                             text_array_literal(types), text_array_literal(ids));
+    for (const auto& s : seqs) {
+      const auto seq = s[0].as<std::int64_t>();
+      try {
+        auto r = tx.exec_params(fetch_one_sql(schema), after, payload_cap, headers_cap, seq);
+        if (!r.empty()) events.push_back(decode_row(r[0]));
+      } catch (const pqxx::sql_error& e) {
+        if (!row_content_error(e)) throw;
+        events.push_back(unreadable_row(tx, schema, seq, e));
+      }
+    }
+  } catch (...) {
+    reset();
+    rethrow_translated("fetching unpublished outbox rows one by one");
+  }
   return events;
+}
+
+OutboxEvent PgOutboxStore::unreadable_row(pqxx::transaction_base& tx, const std::string& schema, std::int64_t seq,
+                                          const std::exception& why) {
+  OutboxEvent e;
+  e.seq = seq;
+  std::string msg = why.what();
+  msg = msg.substr(0, msg.find('\n'));
+  e.defect = "row cannot be read (" + msg + ")";
+  e.unreadable = true;
+  // Its aggregate, so the aggregate's later rows wait behind it: plain text columns, read as
+  // they are. Should even that fail, the row stands alone.
+  e.aggregate_type = "unreadable";
+  e.aggregate_id = "seq:" + std::to_string(seq);
+  try {
+    auto r = tx.exec_params("SELECT e.id::text, e.aggregate_type, e.aggregate_id FROM " + schema +
+                                 ".outbox_events e WHERE e.seq = $1",
+                             seq);
+    if (!r.empty()) {
+      e.id = r[0][0].is_null() ? "" : r[0][0].as<std::string>();
+      if (!r[0][1].is_null() && !r[0][2].is_null()) {
+        e.aggregate_type = r[0][1].as<std::string>();
+        e.aggregate_id = r[0][2].as<std::string>();
+      }
+    }
+  } catch (const pqxx::sql_error&) {
+  }
+  try {
+    auto r = tx.exec_params("SELECT " + schema + ".outbox_lane(e.aggregate_type, e.aggregate_id) FROM " + schema +
+                                 ".outbox_events e WHERE e.seq = $1",
+                             seq);
+    if (!r.empty() && !r[0][0].is_null()) e.lane = r[0][0].as<int>();
+  } catch (const pqxx::sql_error&) {
+  }
+  return e;
 }
 
 void PgOutboxStore::mark_published(std::span<const std::int64_t> seqs) {
@@ -253,7 +449,7 @@ void PgOutboxStore::record_failures(std::span<const FailedAttempt> failures) {
   try {
     pqxx::work tx(c);
     for (const auto& f : failures) {
-      std::string error = f.error.substr(0, options_.max_error_length);
+      std::string error = utf8_prefix(f.error, options_.max_error_length);
       const auto retry_ms = static_cast<std::int64_t>(f.retry_after.count());
       if (options_.owner.empty())
         tx.exec_prepared(kFail, f.seq, f.attempts, error, retry_ms, f.dead_letter);

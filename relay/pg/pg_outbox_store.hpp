@@ -10,6 +10,10 @@
 
 #include "relay/core/outbox_store.hpp"
 
+namespace pqxx {
+class transaction_base;
+}
+
 namespace outbox::relay::pg {
 
 enum class MarkMode { update, remove };
@@ -18,10 +22,15 @@ struct PgStoreOptions {
   std::string conninfo;             // already hardened (see harden_conninfo)
   std::string schema = "public";    // validated identifier
   MarkMode mark_mode = MarkMode::update;
-  std::size_t max_error_length = 2000;
+  std::size_t max_error_length = 2000;  // bytes of last_error kept (cut at a UTF-8 boundary)
   // This instance's id in outbox_relay_lanes: marks and failures land only on rows of lanes it
   // holds. Empty: unfenced (a store used on its own, by tests and tools).
   std::string owner{};
+  // Rows whose payload (or headers, as JSON text) is larger than this are bad rows, and the
+  // value never leaves the database: the producer's message.max.bytes, and the message
+  // builder's header limits.
+  std::size_t max_payload_bytes = 1'000'000;
+  std::size_t max_headers_bytes = 1 << 20;
 };
 
 class PgOutboxStore final : public OutboxStore {
@@ -41,17 +50,23 @@ class PgOutboxStore final : public OutboxStore {
   // rows that matched nothing (their lane was no longer held, or they were already marked).
   [[nodiscard]] std::uint64_t reconnects() const { return reconnects_; }
   [[nodiscard]] std::uint64_t marks_unmatched() const { return marks_unmatched_; }
+  // Fetches that failed on a row's content and were read again row by row.
+  [[nodiscard]] std::uint64_t isolations() const { return isolations_; }
 
  private:
   struct Session;  // owns the pqxx::connection (concrete type: connection_base's destructor is not virtual)
   Session& session();  // connects (and, for the store, takes the lock) when needed
   void reset();
+  // A row whose read failed with `why`: what can still be read of it, marked unreadable.
+  static OutboxEvent unreadable_row(pqxx::transaction_base& tx, const std::string& schema, std::int64_t seq,
+                                    const std::exception& why);
 
   PgStoreOptions options_;
   std::unique_ptr<Session> conn_;
   std::uint64_t sessions_opened_ = 0;
   std::atomic<std::uint64_t> reconnects_{0};
   std::atomic<std::uint64_t> marks_unmatched_{0};
+  std::atomic<std::uint64_t> isolations_{0};
 };
 
 // Quotes a schema or table name after checking it is a plain identifier; throws ConfigError.

@@ -23,11 +23,14 @@ OutboxStatus PgStatus::read() {
   try {
     if (!session_ || !session_->conn.is_open()) session_ = std::make_unique<Session>(conninfo_);
     pqxx::nontransaction tx(session_->conn);
-    // The backlog count walks the partial index of pending rows only.
+    // The backlog count walks the partial index of pending rows only. The age is the oldest
+    // pending row's with a finite created_at (a producer can write 'infinity' or
+    // '-infinity', which says nothing about how long the backlog has waited), computed on
+    // epochs so no value of the column can make the query fail.
     auto r = tx.exec(
         "SELECT (SELECT count(*) FROM " + table_ + " WHERE published_at IS NULL AND dead_lettered_at IS NULL), "
-        "COALESCE((SELECT extract(epoch FROM now() - created_at) FROM " + table_ +
-        " WHERE published_at IS NULL AND dead_lettered_at IS NULL ORDER BY seq LIMIT 1), 0), "
+        "COALESCE((SELECT (extract(epoch FROM now()) - extract(epoch FROM created_at))::float8 FROM " + table_ +
+        " WHERE published_at IS NULL AND dead_lettered_at IS NULL AND isfinite(created_at) ORDER BY seq LIMIT 1), 0), "
         "(SELECT count(*) FROM " + table_ + " WHERE dead_lettered_at IS NOT NULL)");
     OutboxStatus s;
     s.backlog = r[0][0].as<long long>();

@@ -45,7 +45,7 @@ TEST_CASE("poison rows are dead-lettered with their reason, hold back only their
           "[drill][poison]") {
   const std::string kAmount = "convert_to('{\"amount\": 7}', 'UTF8')";
   std::vector<Poison> poisons{
-      {"order-1", "NULL, '{}', convert_to(repeat('x', 200000), 'UTF8')", "%MSG_SIZE_TOO_LARGE%",
+      {"order-1", "NULL, '{}', convert_to(repeat('x', 200000), 'UTF8')", "%payload is 200000 bytes%",
        "payload = " + kAmount},
       {"order-2", "'rejected.orders', '{}', " + kAmount, "%TOPIC_AUTHORIZATION_FAILED%", "topic = NULL"},
       {"order-3", "'elsewhere.events', '{}', " + kAmount, "%row_topic_pattern%", "topic = NULL"},

@@ -122,6 +122,50 @@ TEST_CASE("a bad config exits 78 naming the key and the password never reaches t
   CHECK_THAT(waiting.output(), !Catch::Contains("hunter2"));
 }
 
+// Contract 10: a pass-through client property that would break per-key order or at-least-once
+// is refused before anything runs (exit 78, the key named), by `check-config` as by `run`.
+TEST_CASE("pass-through Kafka properties that break order or at-least-once are refused with exit 78", "[e2e]") {
+  const std::vector<std::pair<std::string, std::string>> refused{
+      {"partitioner", "random"},
+      {"partitioner", "consistent_random"},
+      {"enable.gapless.guarantee", "false"},
+      {"enable.gapless.guarantee", "0"},
+      {"max.in.flight.requests.per.connection", "6"},
+      {"max.in.flight", "100"},
+      {"enable.idempotence", "false"},
+      {"acks", "1"},
+      {"request.required.acks", "0"},
+      {"queuing.strategy", "lifo"},
+      {"delivery.report.only.error", "true"},
+      {"transactional.id", "relay-1"},
+      {"message.timeout.ms", "0"},
+      {"retries", "0"},
+      {"no.such.property", "1"},
+  };
+  for (const auto& [name, value] : refused) {
+    for (const char* command : {"check-config", "run"}) {
+      INFO(command << " with kafka.properties." << name << "=" << value);
+      test::ChildProcess p(kRelay, {command, "--set", "kafka.properties." + name + "=" + value},
+                           {{"OUTBOX_RELAY_KAFKA_BROKERS", "127.0.0.1:1"},
+                            {"OUTBOX_RELAY_DATABASE_URL", "postgresql://relay@127.0.0.1:1/x"},
+                            {"OUTBOX_RELAY_HTTP_LISTEN", ""}},
+                           temp_log("refusedprop"));
+      CHECK(p.wait(10s) == std::optional<int>(78));
+      CHECK_THAT(p.output(), Catch::Contains("kafka.properties." + name));
+    }
+  }
+  // Ones that keep the guarantees pass.
+  for (const auto& [name, value] : std::vector<std::pair<std::string, std::string>>{
+           {"partitioner", "murmur2_random"}, {"partitioner", "murmur2"}, {"max.in.flight", "1"},
+           {"enable.gapless.guarantee", "true"}, {"compression.type", "lz4"}, {"acks", "-1"}}) {
+    INFO("kafka.properties." << name << "=" << value);
+    test::ChildProcess p(kRelay, {"check-config", "--set", "kafka.properties." + name + "=" + value},
+                         {{"OUTBOX_RELAY_KAFKA_BROKERS", "127.0.0.1:1"}, {"OUTBOX_RELAY_HTTP_LISTEN", ""}},
+                         temp_log("acceptedprop"));
+    CHECK(p.wait(10s) == std::optional<int>(0));
+  }
+}
+
 TEST_CASE("/healthz, /readyz and /metrics tell an operator what the relay is doing", "[e2e][http]") {
   auto url = test::fresh_database();
   test::MockKafka kafka(1);

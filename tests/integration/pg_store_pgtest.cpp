@@ -259,3 +259,83 @@ TEST_CASE("the relay role from schema/roles/relay_role.sql can do the relay's wo
   leases.leave();
   CHECK(test::scalar(url, "SELECT count(*) FROM outbox_relay_lanes WHERE owner IS NOT NULL") == 0);
 }
+
+TEST_CASE("a read-ahead fetch counts each row's unpublished predecessors behind the cursor", "[pg][store]") {
+  auto url = test::fresh_database();
+  pqxx::connection slow(url);
+  pqxx::work late(slow);
+  late.exec("SELECT outbox_publish('order', 'x', 'First', '{}'::jsonb)");  // seq 1, not yet committed
+  test::insert_events(url, 4, 2);                                         // agg-1: 2, 4; agg-0: 3, 5
+  auto store = store_for(url);
+  auto head = store.fetch({2, std::nullopt, {}});
+  REQUIRE(seqs_of(head) == std::vector<std::int64_t>{2, 3});
+  for (const auto& e : head) CHECK(e.pending_before == 0);  // head scans do not count
+  late.commit();
+  test::exec(url, "SELECT outbox_publish('order', 'x', 'Second', '{}'::jsonb)");  // seq 6
+  auto ahead = store.fetch({10, 3, {}});
+  REQUIRE(seqs_of(ahead) == std::vector<std::int64_t>{4, 5, 6});
+  CHECK(ahead[0].pending_before == 1);  // agg-1: seq 2, in flight
+  CHECK(ahead[1].pending_before == 1);  // agg-0: seq 3, in flight
+  CHECK(ahead[2].pending_before == 1);  // x: seq 1, committed late behind the cursor
+}
+
+// Contract 9, defence in depth: whatever makes the fetch statement fail on one row's content
+// (here a replaced function that divides by zero for one aggregate: a failure nobody
+// foresaw), the other rows are still returned, and that one comes back unreadable.
+TEST_CASE("a row whose content breaks the fetch statement is isolated and the others are returned", "[pg][store]") {
+  auto url = test::fresh_database();
+  test::insert_events(url, 3, 3);
+  test::exec(url, "SELECT outbox_publish('order', 'boom', 'created', '{}'::jsonb)");
+  test::insert_events(url, 2, 2);
+  test::exec(url, "CREATE OR REPLACE FUNCTION outbox_lane(p_aggregate_type text, p_aggregate_id text) RETURNS integer "
+                  "LANGUAGE plpgsql IMMUTABLE AS $$ BEGIN IF p_aggregate_id = 'boom' THEN RETURN 1 / 0; END IF; "
+                  "RETURN 0; END $$");
+  auto store = store_for(url);
+  auto rows = store.fetch({100, std::nullopt, {}});
+  REQUIRE(rows.size() == 6);
+  CHECK(store.isolations() == 1);
+  for (const auto& e : rows) {
+    INFO("seq " << e.seq << " " << e.aggregate_id);
+    CHECK(e.unreadable == (e.aggregate_id == "boom"));
+    CHECK(e.defect.has_value() == (e.aggregate_id == "boom"));
+  }
+  auto bad = std::find_if(rows.begin(), rows.end(), [](const auto& e) { return e.unreadable; });
+  REQUIRE(bad != rows.end());
+  CHECK_THAT(*bad->defect, Catch::Contains("division by zero"));
+  CHECK(bad->lane == -1);
+}
+
+TEST_CASE("a failure whose message is cut mid-character is still recorded", "[pg][store]") {
+  auto url = test::fresh_database();
+  test::insert_events(url, 1, 1);
+  PgOutboxStore store({harden_conninfo(url, "outbox-relay-test", 10'000), "public", MarkMode::update, 10});
+  auto rows = store.fetch({10, std::nullopt, {}});
+  REQUIRE(rows.size() == 1);
+  // 'é' is two bytes: a cut at byte 10 would split the fifth one.
+  std::vector<FailedAttempt> f{{rows[0].seq, "\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9 \xff", 1, 1000ms, false}};
+  store.record_failures(f);
+  CHECK(test::scalar(url, "SELECT octet_length(last_error) FROM outbox_events") == 10);
+  store.record_failures(std::vector<FailedAttempt>{{rows[0].seq, "ok \xff\xfe end", 2, 1000ms, false}});
+  CHECK(test::scalar(url, "SELECT count(*) FROM outbox_events WHERE last_error = 'ok ?? end'") == 1);
+}
+
+TEST_CASE("a row too big to read leaves its payload in the database and comes back as a bad row", "[pg][store]") {
+  auto url = test::fresh_database();
+  test::exec(url, "SELECT outbox_publish('order', 'big', 'created', convert_to(repeat('x', 5000), 'UTF8'), "
+                  "jsonb_build_object('h', repeat('y', 3000)))");
+  test::exec(url, "SELECT outbox_publish(repeat('t', 70000), 'long-type', 'created', '{}'::jsonb)");
+  test::exec(url, "SELECT outbox_publish('order', 'fine', 'created', '{}'::jsonb)");
+  PgStoreOptions o{harden_conninfo(url, "outbox-relay-test", 10'000), "public", MarkMode::update};
+  o.max_payload_bytes = 1000;
+  o.max_headers_bytes = 1000;
+  PgOutboxStore store(o);
+  auto rows = store.fetch({10, std::nullopt, {}});
+  REQUIRE(rows.size() == 3);
+  REQUIRE(rows[0].defect.has_value());
+  CHECK_THAT(*rows[0].defect, Catch::Contains("payload is 5000 bytes") && Catch::Contains("headers are"));
+  CHECK(rows[0].payload.value_or("").empty());
+  REQUIRE(rows[1].defect.has_value());
+  CHECK_THAT(*rows[1].defect, Catch::Contains("aggregate_type is 70000 bytes"));
+  CHECK(rows[1].aggregate_type.size() < 100);  // a digest, not the value
+  CHECK_FALSE(rows[2].defect.has_value());
+}

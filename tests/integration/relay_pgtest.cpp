@@ -9,11 +9,7 @@
 #include <set>
 #include <thread>
 
-#include "relay/core/relay.hpp"
-#include "relay/kafka/kafka_publisher.hpp"
-#include "relay/pg/pg_outbox_store.hpp"
-#include "tests/integration/pg_fixture.hpp"
-#include "tests/support/mock_kafka.hpp"
+#include "tests/integration/wired_relay.hpp"
 
 using namespace outbox;
 using namespace outbox::relay;
@@ -21,33 +17,7 @@ using namespace std::chrono_literals;
 
 namespace {
 
-struct Wired {
-  std::string url;
-  test::MockKafka kafka{1};
-  NullLogger logger;
-  SteadyClock clock;
-  RelayStats stats;
-  pg::PgOutboxStore store;
-  kafka::KafkaPublisher publisher;
-  Relay relay;
-
-  explicit Wired(const std::map<std::string, std::string>& props = {}, RelayOptions options = {})
-      : url(test::fresh_database()),
-        store({pg::harden_conninfo(url, "outbox-relay-test", 10'000), "public", pg::MarkMode::update}),
-        publisher({kafka.bootstrap(), 10s, "outbox-relay-test", props}, logger),
-        relay(store, publisher, clock, MessageBuilder({}), options, stats) {}
-
-  // Steps until the outbox has no publishable row left, or the deadline passes.
-  bool drain(std::chrono::seconds deadline = 60s) {
-    auto until = std::chrono::steady_clock::now() + deadline;
-    while (std::chrono::steady_clock::now() < until) {
-      auto r = relay.step();
-      if (r.kind == StepKind::idle && r.fetched == 0) return true;
-      if (r.kind == StepKind::backoff) std::this_thread::sleep_for(r.wait);
-    }
-    return false;
-  }
-};
+using Wired = test::WiredRelay;
 
 std::map<std::string, std::int64_t> seq_by_id(const std::string& url) {
   pqxx::connection c(url);
@@ -87,7 +57,7 @@ TEST_CASE("publishes every row once acknowledged, in seq order per aggregate, an
 }
 
 TEST_CASE("marks nothing while the broker is down and catches up when it returns", "[relay][kafka]") {
-  Wired w(std::map<std::string, std::string>{{"message.timeout.ms", "1500"}});
+  Wired w({}, {}, {}, 1500ms);
   test::insert_events(w.url, 50, 5);
   rd_kafka_mock_broker_set_down(w.kafka.cluster(), 1);
   auto r = w.relay.step();
@@ -123,7 +93,7 @@ TEST_CASE("a message larger than the producer allows fails permanently and other
 // batch that carried it held the whole relay for the delivery timeout.
 TEST_CASE("a row whose topic the broker refuses fails permanently at once and does not hold up the rest",
           "[relay][kafka]") {
-  Wired w(std::map<std::string, std::string>{{"message.timeout.ms", "20000"}});
+  Wired w({}, {}, {}, 20s);
   rd_kafka_mock_topic_set_error(w.kafka.cluster(), "refused.orders", RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED);
   test::insert_events(w.url, 20, 5);
   test::scalar(w.url, "SELECT count(outbox_publish('order', 'refused', 'created', '{}'::jsonb, '{}'::jsonb, "

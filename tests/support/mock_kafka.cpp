@@ -31,8 +31,11 @@ ConsumedMessage to_consumed(const rd_kafka_message_t& msg) {
   m.partition = msg.partition;
   m.offset = msg.offset;
   m.timestamp_ms = rd_kafka_message_timestamp(&msg, nullptr);
+  m.received_at = std::chrono::steady_clock::now();
   if (msg.key != nullptr) m.key.assign(static_cast<const char*>(msg.key), msg.key_len);
+  m.null_key = msg.key == nullptr;
   if (msg.payload != nullptr) m.value.assign(static_cast<const char*>(msg.payload), msg.len);
+  m.null_value = msg.payload == nullptr;
   rd_kafka_headers_t* headers = nullptr;
   // rd_kafka_message_headers() needs a non-const message; it only parses lazily.
   if (rd_kafka_message_headers(const_cast<rd_kafka_message_t*>(&msg), &headers) == RD_KAFKA_RESP_ERR_NO_ERROR) {
@@ -41,7 +44,8 @@ ConsumedMessage to_consumed(const rd_kafka_message_t& msg) {
     std::size_t size = 0;
     for (std::size_t i = 0; rd_kafka_header_get_all(headers, i, &name, &value, &size) == RD_KAFKA_RESP_ERR_NO_ERROR;
          ++i)
-      m.headers.emplace_back(name, value != nullptr ? std::string(static_cast<const char*>(value), size) : "");
+      m.headers.emplace_back(name, value != nullptr ? std::optional<std::string>(std::string(static_cast<const char*>(value), size))
+                                                    : std::nullopt);
   }
   return m;
 }
@@ -84,8 +88,15 @@ void MockKafka::create_topic(const std::string& topic, int partitions, int repli
 
 std::optional<std::string> header(const ConsumedMessage& message, const std::string& name) {
   for (const auto& [key, value] : message.headers)
-    if (key == name) return value;
+    if (key == name) return value.value_or("");
   return std::nullopt;
+}
+
+std::vector<std::optional<std::string>> headers_named(const ConsumedMessage& message, const std::string& name) {
+  std::vector<std::optional<std::string>> out;
+  for (const auto& [key, value] : message.headers)
+    if (key == name) out.push_back(value);
+  return out;
 }
 
 TopicReader::TopicReader(const std::string& bootstrap, const std::string& topic) : topic_(topic) {

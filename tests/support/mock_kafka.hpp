@@ -45,12 +45,18 @@ struct ConsumedMessage {
   std::int64_t offset = 0;
   std::int64_t timestamp_ms = -1;  // the producer's CreateTime (wall clock at produce); -1: none
   std::string key;    // empty when the message has no key
+  bool null_key = false;
   std::string value;  // empty when the message has no payload
-  std::vector<std::pair<std::string, std::string>> headers;  // in wire order; null value -> ""
+  bool null_value = false;  // no payload at all (a tombstone), as opposed to an empty one
+  std::vector<std::pair<std::string, std::optional<std::string>>> headers;  // in wire order; nullopt: null value
+  std::chrono::steady_clock::time_point received_at{};  // when this reader got it
 };
 
-// The value of the first header called `name`, if any.
+// The value of the first header called `name`, if any ("" for a header with a null value).
 [[nodiscard]] std::optional<std::string> header(const ConsumedMessage& message, const std::string& name);
+// Every header called `name`, in wire order (nullopt: a null value).
+[[nodiscard]] std::vector<std::optional<std::string>> headers_named(const ConsumedMessage& message,
+                                                                   const std::string& name);
 
 // Reads every partition of one topic from the earliest offset, with no group membership
 // (explicit assign, no subscribe, no offset commits). The topic may not exist yet: it is

@@ -21,8 +21,12 @@ namespace outbox::relay::test {
 
 class ManualClock final : public Clock {
  public:
-  [[nodiscard]] time_point now() const override { return now_; }
+  [[nodiscard]] time_point now() const override {
+    if (on_now) on_now();  // e.g. another thread acting between two readings
+    return now_;
+  }
   void advance(std::chrono::milliseconds d) { now_ += d; }
+  std::function<void()> on_now;
 
  private:
   time_point now_{std::chrono::seconds(1000)};
@@ -85,6 +89,14 @@ class FakeOutboxStore final : public OutboxStore {
       if (dead_aggs.contains(key) || excluded.contains(key)) continue;
       if (req.lanes && std::find(req.lanes->begin(), req.lanes->end(), r.event.lane) == req.lanes->end()) continue;
       OutboxEvent e = r.event;
+      e.pending_before = 0;
+      if (req.after_seq)  // as the SQL counts them: visible, unpublished, not dead, behind the cursor
+        for (const auto& [s2, r2] : rows_) {
+          if (s2 > *req.after_seq) break;
+          if (r2.visible && !r2.published && !r2.dead && r2.event.aggregate_type == r.event.aggregate_type &&
+              r2.event.aggregate_id == r.event.aggregate_id)
+            ++e.pending_before;
+        }
       e.retry_in = std::chrono::milliseconds{0};
       if (r.next_attempt_at && *r.next_attempt_at > clock_.now())
         e.retry_in = std::chrono::duration_cast<std::chrono::milliseconds>(*r.next_attempt_at - clock_.now());
@@ -182,7 +194,7 @@ class FakePublisher final : public Publisher {
 
   static std::string id_of(const Message& m) {
     for (const auto& [k, v] : m.headers)
-      if (k == "id") return v;
+      if (k == "id") return v.value_or("");
     return {};
   }
 

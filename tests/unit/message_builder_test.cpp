@@ -97,3 +97,56 @@ TEST_CASE("a row's own topic must match kafka.row_topic_pattern when one is set"
   o.row_topic_pattern = "([";
   CHECK_THROWS_WITH(MessageBuilder(o), Catch::Contains("kafka.row_topic_pattern"));
 }
+
+// Contract 8: a row header named like one the relay writes would give the message two of it.
+TEST_CASE("a row header named like a header the relay writes makes the row a bad row", "[message]") {
+  MessageBuilder b({});
+  b.reserve("relay", "message.publisher_header");
+  for (const char* name : {"id", "eventType", "relay"}) {
+    auto e = event();
+    e.headers = {{"traceparent", "00-1"}, {name, "forged"}};
+    auto built = b.build(e);
+    REQUIRE(std::holds_alternative<BadRow>(built));
+    CHECK_THAT(std::get<BadRow>(built).reason, Catch::Contains(std::string("\"") + name + "\" is written by the relay"));
+  }
+  // Header names are case-sensitive in Kafka: "Id" is the row's own.
+  auto e = event();
+  e.headers = {{"Id", "x"}};
+  CHECK(std::holds_alternative<Message>(b.build(e)));
+  // Without an event type header, the row may carry one of that name.
+  MessageOptions o;
+  o.event_type_header = "";
+  e.headers = {{"eventType", "x"}};
+  CHECK(std::holds_alternative<Message>(MessageBuilder(o).build(e)));
+}
+
+TEST_CASE("two of the relay's headers cannot share a name", "[message]") {
+  MessageOptions o;
+  o.event_type_header = "id";
+  CHECK_THROWS_WITH(MessageBuilder(o), Catch::Contains("message.event_type_header"));
+  MessageBuilder b({});
+  CHECK_THROWS_WITH(b.reserve("eventType", "message.publisher_header"), Catch::Contains("message.publisher_header"));
+  CHECK_THROWS_AS(b.reserve("", "message.publisher_header"), ConfigError);
+}
+
+TEST_CASE("a NULL payload is a null value and a null header value stays null", "[message]") {
+  MessageBuilder b({});
+  auto e = event();
+  e.payload.reset();
+  e.headers = {{"gone", std::nullopt}};
+  auto m = std::get<Message>(b.build(e));
+  CHECK_FALSE(m.value.has_value());
+  CHECK(m.headers.back() == Header{"gone", std::nullopt});
+  e.payload = "";
+  CHECK(std::get<Message>(b.build(e)).value == std::optional<std::string>(""));
+}
+
+TEST_CASE("topics Kafka keeps for itself are refused", "[message]") {
+  MessageBuilder b({});
+  auto e = event();
+  e.topic = "__consumer_offsets";
+  CHECK_THAT(std::get<BadRow>(b.build(e)).reason, Catch::Contains("internal topics"));
+  MessageOptions o;
+  o.topic_template = "__${aggregate_type}";
+  CHECK_THROWS_WITH(MessageBuilder(o), Catch::Contains("kafka.topic_template"));
+}

@@ -281,6 +281,43 @@ TEST_CASE("the publisher header names instance, lane and epoch", "[lanes][relay]
   REQUIRE(f.publisher.log.size() == 1);
   std::string value;
   for (const auto& [k, v] : f.publisher.log[0].headers)
-    if (k == "relay") value = v;
+    if (k == "relay") value = v.value_or("");
   CHECK(value == "me lane=2 epoch=41");
+}
+
+// The keeper renews on its own thread: between the relay's per-message lease checks, a lapsed
+// lease can become valid again. An aggregate whose first event was not sent must not have its
+// next one sent in the same batch (a first delivery out of order).
+TEST_CASE("an event not sent for a lapsed lease holds back its aggregate's later events in the batch even if the "
+          "lease is renewed meanwhile",
+          "[lanes][relay][order]") {
+  LaneRelay f;
+  f.store.add("a1");  // sent; its send lets the lease lapse
+  f.store.add("a0");  // checked while lapsed: not sent
+  f.store.add("a0");  // checked after the renewal landed
+  f.hold({{0, 5}, {1, 5}});
+  int readings_after_lapse = -1;
+  f.publisher.refuse = [&](const Message& m) -> std::optional<DeliveryResult> {
+    if (m.key == "a1") {
+      f.ownership.update({{0, 5}, {1, 5}}, f.clock.now() - 1ms, {});
+      readings_after_lapse = 0;
+    }
+    return std::nullopt;
+  };
+  f.clock.on_now = [&] {
+    if (readings_after_lapse >= 0 && ++readings_after_lapse == 2)
+      f.ownership.update({{0, 5}, {1, 5}}, f.clock.now() + 9s, {});
+  };
+  (void)f.relay->step();
+  f.clock.on_now = nullptr;
+  for (const auto& m : f.publisher.log) CHECK(m.key != "a0");
+  // The next head scan sends both, in order.
+  f.publisher.refuse = nullptr;
+  f.clock.advance(1s);
+  for (int i = 0; i < 5; ++i) (void)f.relay->step();
+  std::vector<std::string> a0;
+  for (const auto& m : f.publisher.log)
+    if (m.key == "a0") a0.push_back(FakePublisher::id_of(m));
+  REQUIRE(a0.size() == 2);
+  CHECK(a0[0] < a0[1]);
 }

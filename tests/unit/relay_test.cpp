@@ -401,3 +401,74 @@ TEST_CASE("latency histograms: a batch from fetch to acknowledgement, an event f
   (void)f.r().step();
   CHECK(f.stats.batch_duration.snapshot().cumulative.back() == static_cast<std::uint64_t>(f.publisher.awaits));
 }
+
+// Contract 2 while reading ahead: the relay reads the batch behind the one in flight
+// (seq > its last). A row of aggregate X that committed late, behind that cursor, was never
+// read; X's next event, written after it committed, must not go out first.
+TEST_CASE("a read-ahead event waits for an earlier event of its aggregate that committed behind the cursor",
+          "[relay][order]") {
+  Fixture f;
+  f.options.batch_size = 2;
+  f.options.rescan_interval = 1h;
+  auto x1 = f.store.add("X", "order", /*visible=*/false);
+  for (int i = 0; i < 6; ++i) f.store.add("o" + std::to_string(i));
+  REQUIRE(f.r().step().kind == StepKind::busy);  // head scan: o0 o1 sent, o2 o3 read ahead
+  f.store.row(x1).visible = true;                // X's first commits...
+  auto x2 = f.store.add("X");                    // ...and then X's second is written
+  f.drain();
+  std::vector<std::int64_t> x;
+  for (const auto& m : f.publisher.log)
+    if (m.key == "X") x.push_back(seq_of(m));
+  CHECK(x == std::vector<std::int64_t>{x1, x2});
+  CHECK(f.stats.held_behind_late_total > 0);
+  CHECK(ordered_per_aggregate(f.publisher.log));
+}
+
+TEST_CASE("an event of the batch in flight is no reason to hold its aggregate's read-ahead events", "[relay][order]") {
+  Fixture f;
+  f.options.batch_size = 2;
+  f.options.rescan_interval = 1h;
+  for (int i = 0; i < 8; ++i) f.store.add("A");  // one aggregate across every batch
+  f.drain();
+  CHECK(f.store.published_count() == 8);
+  CHECK(f.stats.held_behind_late_total == 0);
+  CHECK(f.stats.batches_total <= 5);  // pipelined all the way: no rescans forced
+  CHECK(ordered_per_aggregate(f.publisher.log));
+}
+
+TEST_CASE("a next attempt beyond the retry policy's longest delay is due now", "[relay][hostile]") {
+  Fixture f;  // row_retry max 4 s
+  auto a = f.store.add("A");
+  f.store.row(a).next_attempt_at = f.clock.now() + std::chrono::hours(24 * 365 * 1000);  // as 'infinity' reads
+  auto b = f.store.add("B");
+  f.store.row(b).next_attempt_at = f.clock.now() + 3s;  // one the relay could have scheduled: waits
+  f.drain();
+  CHECK(f.store.row(a).published);
+  CHECK_FALSE(f.store.row(b).published);
+}
+
+TEST_CASE("an attempts count a producer wrote cannot overflow or buy extra attempts", "[relay][hostile]") {
+  Fixture f;  // max_attempts 3
+  auto big = f.store.add("A");
+  f.store.row(big).event.attempts = std::numeric_limits<int>::max();
+  f.store.row(big).event.defect = "headers column is not a JSON object";
+  auto negative = f.store.add("B");
+  f.store.row(negative).event.attempts = -1'000'000;
+  f.store.row(negative).event.defect = "headers column is not a JSON object";
+  (void)f.r().step();
+  CHECK(f.store.row(big).dead);                      // counted as its last attempt
+  CHECK(f.store.row(negative).event.attempts == 1);  // counted from zero
+}
+
+TEST_CASE("a row the store could not read at all is dead-lettered at its first failure", "[relay][hostile]") {
+  Fixture f;
+  auto a = f.store.add("A");
+  f.store.row(a).event.defect = "row cannot be read (division by zero)";
+  f.store.row(a).event.unreadable = true;
+  f.store.add("B");
+  (void)f.r().step();
+  CHECK(f.store.row(a).dead);
+  CHECK(f.store.row(a).event.attempts == 1);
+  CHECK_THAT(f.store.row(a).last_error, Catch::Contains("division by zero"));
+  CHECK(f.store.row(2).published);
+}

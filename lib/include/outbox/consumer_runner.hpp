@@ -25,8 +25,12 @@ struct ConsumedEvent {
   std::int64_t offset = 0;
   std::string key;
   std::string value;
-  std::vector<std::pair<std::string, std::string>> headers;
+  bool null_value = false;  // a tombstone (no value at all), as opposed to an empty value
+  std::vector<std::pair<std::string, std::string>> headers;  // in wire order; a null value reads as ""
   std::string event_id;
+  // How many headers named event_id_header the message had: exactly one is an event id; more
+  // is ambiguous and the message is dead-lettered (never deduplicated on a guess).
+  int event_id_headers = 0;
 };
 
 // Thrown by a handler for an event that can never succeed: dead-lettered without retries.
