@@ -3,6 +3,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <limits>
 #include <optional>
 #include <string>
 #include <utility>
@@ -39,10 +40,13 @@ struct OutboxEvent {
   // The aggregate's lane (see ownership.hpp), computed by the store; -1: unknown.
   int lane = -1;
   // Read-ahead fetches only (FetchRequest::after_seq set): how many unpublished, not
-  // dead-lettered rows of this row's aggregate have seq <= after_seq. The relay compares it
+  // dead-lettered rows of this row's aggregate have pending_counted_after < seq <= after_seq. The relay compares it
   // with the rows of that aggregate it has in flight: any more is an earlier row it has not
   // seen (one that committed late, behind the cursor), and this row must wait for it.
   std::int64_t pending_before = 0;
+  // The rows pending_before counts have seq > this (and <= after_seq): a store may leave out
+  // a prefix it knows is settled (no row there can commit late any more).
+  std::int64_t pending_counted_after = std::numeric_limits<std::int64_t>::min();
 };
 
 // Aggregates are ordered within (aggregate_type, aggregate_id).

@@ -162,7 +162,7 @@ StepResult Relay::step() {
 
 Relay::AggregateCounts Relay::sent_per_aggregate(const InFlight& flight) {
   AggregateCounts counts;
-  for (auto i : flight.accepted) ++counts[aggregate_of(flight.sent[i].event)];
+  for (auto i : flight.accepted) counts[aggregate_of(flight.sent[i].event)].push_back(flight.sent[i].event.seq);
   return counts;
 }
 
@@ -194,8 +194,11 @@ Relay::InFlight Relay::dispatch(std::vector<OutboxEvent> events, const Aggregate
     // that is not one of the batch's own committed late and was never read. This row (and its
     // aggregate's later ones) waits for the head scan that finds it, which comes next.
     if (ahead != nullptr) {
-      auto known = ahead->find(key);
-      if (s.event.pending_before > (known == ahead->end() ? 0 : known->second)) {
+      std::int64_t known = 0;  // of the rows the store counted
+      if (auto it = ahead->find(key); it != ahead->end())
+        known = std::count_if(it->second.begin(), it->second.end(),
+                              [&](std::int64_t seq) { return seq > s.event.pending_counted_after; });
+      if (s.event.pending_before > known) {
         ++stats_.held_behind_late_total;
         block(key, now);
         next_rescan_ = now;

@@ -97,8 +97,8 @@ class Relay {
     std::vector<std::size_t> accepted;  // indexes of the messages the publisher took
     Clock::time_point fetched_at{};     // when the batch was read (latency figures start here)
   };
-  // Per aggregate, the rows of a dispatched batch the publisher took (sent, not yet marked).
-  using AggregateCounts = std::unordered_map<AggregateKey, std::int64_t, AggregateKeyHash>;
+  // Per aggregate, the seqs of a dispatched batch's rows the publisher took (sent, not yet marked).
+  using AggregateCounts = std::unordered_map<AggregateKey, std::vector<std::int64_t>, AggregateKeyHash>;
 
   // Sends the batch's messages, holding back events whose aggregate waits; does not wait.
   // `ahead`: for a batch read ahead of the one in flight, that one's sent rows per aggregate;

@@ -7,6 +7,7 @@
 #include <cctype>
 #include <limits>
 #include <set>
+#include <tuple>
 
 #include "relay/core/errors.hpp"
 #include "relay/pg/pg_errors.hpp"
@@ -16,6 +17,7 @@ namespace {
 
 constexpr const char* kFetch = "outbox_fetch";
 constexpr const char* kFetchExcluding = "outbox_fetch_excluding";
+constexpr const char* kSample = "outbox_settled_sample";
 constexpr const char* kMark = "outbox_mark";
 constexpr const char* kFail = "outbox_fail";
 
@@ -36,6 +38,10 @@ std::string capped(const std::string& col) {
          " ELSE 'oversized:' || md5(" + col + ") END";
 }
 
+// Headers stored uncompressed in under 2 kB are read without measuring their text first (their
+// text is a few kB at most); others are measured.
+const std::string small_headers = "(pg_column_size(e.headers) < 2048 AND pg_column_compression(e.headers) IS NULL)";
+
 // Why a row is too big to read in full, or '' (parameters: payload and headers text limits).
 std::string oversize_reasons(const std::string& payload_cap, const std::string& headers_cap) {
   auto identity = [](const std::string& col) {
@@ -47,7 +53,8 @@ std::string oversize_reasons(const std::string& payload_cap, const std::string& 
          ", CASE WHEN octet_length(e.payload) > " + payload_cap + "::integer THEN 'payload is ' || "
          "octet_length(e.payload) || ' bytes, limit ' || " + payload_cap + "::integer || "
          "' (the producer''s message.max.bytes)' END"
-         ", CASE WHEN octet_length(e.headers::text) > " + headers_cap + "::integer THEN 'headers are ' || "
+         ", CASE WHEN NOT " + small_headers + " AND octet_length(e.headers::text) > " + headers_cap +
+         "::integer THEN 'headers are ' || "
          "octet_length(e.headers::text) || ' bytes of JSON, limit ' || " + headers_cap + "::integer END)";
 }
 
@@ -57,12 +64,18 @@ std::string oversize_reasons(const std::string& payload_cap, const std::string& 
 // overflows a bigint. Parameters: the read-ahead cursor (bigint's minimum for a head scan),
 // the payload and the headers text limits.
 std::string fetch_columns(const std::string& schema, const std::string& after, const std::string& payload_cap,
-                          const std::string& headers_cap) {
+                          const std::string& headers_cap, const std::string& settled, const std::string& reopened) {
   const std::string table = schema + ".outbox_events";
+  const std::string reopened_now = "(SELECT w.reopened FROM " + schema + ".outbox_relay_wakeup w)";
+  // Rows are counted above the prefix settled at the last head scan, unless a row was made
+  // unpublished again since (then at any seq).
+  const std::string counted_after = "(CASE WHEN " + reopened_now + " <> " + reopened +
+                                    "::bigint THEN -9223372036854775808 ELSE " + settled + "::bigint END)";
   return "e.seq, e.id::text, " + capped("e.aggregate_type") + ", " + capped("e.aggregate_id") + ", " +
          capped("e.event_type") + ", "
          "CASE WHEN octet_length(e.payload) <= " + payload_cap + "::integer THEN e.payload END, e.payload IS NULL, "
-         "CASE WHEN octet_length(e.headers::text) <= " + headers_cap + "::integer THEN e.headers::text END, " +
+         "CASE WHEN " + small_headers + " OR octet_length(e.headers::text) <= " + headers_cap +
+         "::integer THEN e.headers::text END, " +
          capped("e.topic") + ", "
          "least(greatest(e.attempts, 0), 1000000000), "
          // Due in (ms), by the database clock; 'infinity' becomes a very long wait that the
@@ -75,10 +88,15 @@ std::string fetch_columns(const std::string& schema, const std::string& after, c
          schema + ".outbox_lane(e.aggregate_type, e.aggregate_id), "
          // Read ahead only: the aggregate's unpublished rows behind the cursor (through the
          // index of pending rows per aggregate, migration 0007).
-         "CASE WHEN " + after + "::bigint > -9223372036854775808 THEN (SELECT count(*) FROM " + table + " p "
+         "CASE WHEN " + after + "::bigint > -9223372036854775808 AND " + counted_after + " < " + after +
+         "::bigint THEN (SELECT count(*) FROM " + table + " p "
          "WHERE p.published_at IS NULL AND p.dead_lettered_at IS NULL AND p.aggregate_type = e.aggregate_type "
-         "AND p.aggregate_id = e.aggregate_id AND p.seq <= " + after + "::bigint) ELSE 0 END, " +
-         oversize_reasons(payload_cap, headers_cap);
+         "AND p.aggregate_id = e.aggregate_id AND p.seq > " + counted_after + " AND p.seq <= " + after +
+         "::bigint) ELSE 0 END, " +
+         oversize_reasons(payload_cap, headers_cap) + ", "
+         // The statement's snapshot (its oldest running transaction) and the reopen count: what
+         // the store needs to know which prefix is settled (see PgOutboxStore::start_run).
+         "(SELECT pg_snapshot_xmin(pg_current_snapshot())::text), " + reopened_now + ", " + counted_after;
 }
 
 // Which rows a fetch returns: $1 cursor, $3 lanes or NULL, then (when excluding) the excluded
@@ -100,10 +118,11 @@ std::string fetch_where(const std::string& schema, bool excluding, int first_exc
   return sql;
 }
 
-// $1 cursor, $2 limit, $3 lanes, $4 payload limit, $5 headers limit, $6/$7 excluded.
+// $1 cursor, $2 limit, $3 lanes, $4 payload limit, $5 headers limit, $6 settled prefix, $7
+// reopen count at the head scan, $8/$9 excluded.
 std::string fetch_sql(const std::string& schema, bool excluding) {
-  return "SELECT " + fetch_columns(schema, "$1", "$4", "$5") + " FROM " + schema + ".outbox_events e " +
-         fetch_where(schema, excluding, 6) + "ORDER BY e.seq LIMIT $2";
+  return "SELECT " + fetch_columns(schema, "$1", "$4", "$5", "$6", "$7") + " FROM " + schema + ".outbox_events e " +
+         fetch_where(schema, excluding, 8) + "ORDER BY e.seq LIMIT $2";
 }
 
 // When a fetch fails on a row's content, the rows it would have returned, by seq only ($1
@@ -113,9 +132,28 @@ std::string fetch_seqs_sql(const std::string& schema, bool excluding) {
          "ORDER BY e.seq LIMIT $2";
 }
 
-// One row, as fetch_sql reads it ($1 cursor, $2 payload limit, $3 headers limit, $4 seq).
+// One row, as fetch_sql reads it ($1 cursor, $2 payload limit, $3 headers limit, $4 settled
+// prefix, $5 reopen count, $6 seq).
 std::string fetch_one_sql(const std::string& schema) {
-  return "SELECT " + fetch_columns(schema, "$1", "$2", "$3") + " FROM " + schema + ".outbox_events e WHERE e.seq = $4";
+  return "SELECT " + fetch_columns(schema, "$1", "$2", "$3", "$4", "$5") + " FROM " + schema +
+         ".outbox_events e WHERE e.seq = $6";
+}
+
+// The sequence's last value handed out, the snapshot's xmax and the transaction ids in use,
+// read in that order (the correlated subquery runs after the sequence row was read).
+std::string sample_sql(const std::string& sequence) {
+  return "SELECT CASE WHEN s.is_called THEN s.last_value ELSE s.last_value - 1 END, "
+         "pg_snapshot_xmax(pg_current_snapshot())::text, "
+         "ARRAY(SELECT a.backend_xid::text FROM pg_stat_activity a WHERE a.backend_xid IS NOT NULL "
+         "AND s.last_value IS NOT NULL) FROM " + sequence + " s";
+}
+
+// A 32-bit transaction id in use now as a 64-bit one, given the snapshot's 64-bit xmax (ids in
+// use are within 2^31 of it).
+std::int64_t widen_xid(std::uint32_t xid, std::int64_t xmax8) {
+  const auto low = static_cast<std::uint32_t>(static_cast<std::uint64_t>(xmax8) & 0xffffffffU);
+  const auto delta = static_cast<std::int32_t>(xid - low);
+  return xmax8 + delta;
 }
 
 // A statement that failed because of a value it computed on (data exception, class 22; a
@@ -200,6 +238,7 @@ OutboxEvent decode_row(const pqxx::row& row) {
   e.lane = row[12].as<int>();
   e.pending_before = row[13].as<std::int64_t>();
   if (const auto over = row[14].as<std::string>(); !over.empty()) defect("row too big: " + over);
+  e.pending_counted_after = row[17].as<std::int64_t>();
   if (!defects.empty()) {
     e.defect = std::move(defects);
     e.headers.clear();
@@ -277,6 +316,21 @@ PgOutboxStore::Session& PgOutboxStore::session() {
     const bool fenced = !options_.owner.empty();
     c->prepare(kFetch, fetch_sql(schema, false));
     c->prepare(kFetchExcluding, fetch_sql(schema, true));
+    {
+      pqxx::nontransaction q(*c);
+      auto seq = q.exec_params("SELECT pg_get_serial_sequence($1, 'seq')", table)[0][0];
+      sequence_ = seq.is_null() ? std::string() : seq.as<std::string>();
+    }
+    // A new session knows nothing settled: count everything until the next head scan, which
+    // can use this first sample.
+    samples_.clear();
+    settled_ = std::numeric_limits<std::int64_t>::min();
+    if (!sequence_.empty()) {
+      c->prepare(kSample, sample_sql(sequence_));
+      pqxx::nontransaction q(*c);
+      sampled_at_ = {};
+      sample(q);
+    }
     if (options_.mark_mode == MarkMode::update)
       c->prepare(kMark, "UPDATE " + table + " e SET published_at = now()"
                             " WHERE e.seq = ANY($1::bigint[]) AND e.published_at IS NULL" +
@@ -324,6 +378,19 @@ void PgOutboxStore::verify_schema() {
     if (index.empty())
       throw SchemaError("index " + options_.schema + ".outbox_events_aggregate_pending is missing; run "
                         "`outbox-relay migrate` (migration 0007; see its file for building it concurrently first)");
+    auto triggers = tx.exec_params(
+        "SELECT count(*) FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_namespace n ON n.oid = "
+        "c.relnamespace WHERE n.nspname = $1 AND c.relname = 'outbox_events' AND NOT t.tgisinternal AND "
+        "t.tgname IN ('outbox_events_assign_xid', 'outbox_events_reopened') AND t.tgenabled <> 'D'",
+        options_.schema);
+    if (triggers[0][0].as<int>() != 2)
+      throw SchemaError("the triggers outbox_events_assign_xid and outbox_events_reopened on " + options_.schema +
+                        ".outbox_events are missing or disabled; run `outbox-relay migrate` (migration 0007)");
+    auto readable = tx.exec_params("SELECT has_sequence_privilege(pg_get_serial_sequence($1, 'seq'), 'SELECT')",
+                                   quoted_identifier(options_.schema, "database.schema") + ".outbox_events");
+    if (!readable[0][0].as<bool>())
+      throw FatalError("the relay's role may not read the sequence of " + options_.schema +
+                       ".outbox_events.seq; grant it what schema/roles/relay_role.sql grants (SELECT on the sequence)");
   } catch (const FatalError&) {
     throw;
   } catch (...) {
@@ -349,11 +416,13 @@ std::vector<OutboxEvent> PgOutboxStore::fetch(const FetchRequest& request) {
   try {
     pqxx::nontransaction tx(c);
     pqxx::result r = request.exclude.empty()
-                         ? tx.exec_prepared(kFetch, after, limit, lanes, payload_cap, headers_cap)
-                         : tx.exec_prepared(kFetchExcluding, after, limit, lanes, payload_cap, headers_cap,
-                                            text_array_literal(types), text_array_literal(ids));
+                         ? tx.exec_prepared(kFetch, after, limit, lanes, payload_cap, headers_cap, settled_, reopened_)
+                         : tx.exec_prepared(kFetchExcluding, after, limit, lanes, payload_cap, headers_cap, settled_,
+                                            reopened_, text_array_literal(types), text_array_literal(ids));
     events.reserve(r.size());
     for (const auto& row : r) events.push_back(decode_row(row));
+    if (!request.after_seq && !r.empty()) start_run(r[0][15].as<std::string>(), r[0][16].as<std::int64_t>());
+    sample(tx);
     return events;
   } catch (const pqxx::sql_error& e) {
     if (!row_content_error(e)) {
@@ -380,7 +449,7 @@ std::vector<OutboxEvent> PgOutboxStore::fetch(const FetchRequest& request) {
     for (const auto& s : seqs) {
       const auto seq = s[0].as<std::int64_t>();
       try {
-        auto r = tx.exec_params(fetch_one_sql(schema), after, payload_cap, headers_cap, seq);
+        auto r = tx.exec_params(fetch_one_sql(schema), after, payload_cap, headers_cap, settled_, reopened_, seq);
         if (!r.empty()) events.push_back(decode_row(r[0]));
       } catch (const pqxx::sql_error& e) {
         if (!row_content_error(e)) throw;
@@ -392,6 +461,44 @@ std::vector<OutboxEvent> PgOutboxStore::fetch(const FetchRequest& request) {
     rethrow_translated("fetching unpublished outbox rows one by one");
   }
   return events;
+}
+
+// Which prefix of seq values is settled: a sample (M, N) taken earlier says every row with
+// seq <= M belongs to a transaction with an id below N (a transaction takes its id before its
+// seq: migration 0007's trigger). A snapshot whose oldest running transaction is at least N
+// sees each of those rows committed or aborted, for good: none can commit late. The head scan
+// picks the largest such M for its snapshot; the read-ahead fetches until the next head scan
+// count rows only above it. Other databases' long write transactions hold the snapshot's
+// xmin back too: then less is settled and more is counted, never less safe.
+void PgOutboxStore::start_run(const std::string& snapshot_xmin, std::int64_t reopened) {
+  // A settled prefix stays settled (its rows committed or aborted for good; a row made
+  // unpublished there again is caught by the reopen count), so it only grows.
+  const auto xmin8 = std::stoll(snapshot_xmin);
+  for (const auto& s : samples_)
+    if (s.below_xid <= xmin8) settled_ = std::max(settled_, s.seq);
+  std::erase_if(samples_, [this](const Settle& s) { return s.seq <= settled_; });
+  reopened_ = reopened;
+}
+
+void PgOutboxStore::sample(pqxx::transaction_base& tx) {
+  // A sample every 20 ms is plenty: a settled prefix moves with transactions, not batches.
+  const auto now = std::chrono::steady_clock::now();
+  if (sequence_.empty() || now - sampled_at_ < std::chrono::milliseconds(20)) return;
+  sampled_at_ = now;
+  auto r = tx.exec_prepared(kSample)[0];
+  const auto seq = r[0].as<std::int64_t>();
+  const auto xmax8 = std::stoll(r[1].as<std::string>());
+  std::int64_t below = xmax8;
+  pqxx::array_parser xids = r[2].as_array();
+  for (auto [kind, value] = xids.get_next(); kind != pqxx::array_parser::done; std::tie(kind, value) = xids.get_next())
+    if (kind == pqxx::array_parser::string_value)
+      below = std::max(below, widen_xid(static_cast<std::uint32_t>(std::stoul(value)), xmax8) + 1);
+  if (!samples_.empty() && samples_.back().seq == seq) {
+    samples_.back().below_xid = std::min(samples_.back().below_xid, below);  // nothing inserted since
+  } else {
+    samples_.push_back({seq, below});
+    if (samples_.size() > 256) samples_.pop_front();
+  }
 }
 
 OutboxEvent PgOutboxStore::unreadable_row(pqxx::transaction_base& tx, const std::string& schema, std::int64_t seq,

@@ -5,6 +5,8 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <deque>
+#include <limits>
 #include <memory>
 #include <string>
 
@@ -57,6 +59,11 @@ class PgOutboxStore final : public OutboxStore {
   struct Session;  // owns the pqxx::connection (concrete type: connection_base's destructor is not virtual)
   Session& session();  // connects (and, for the store, takes the lock) when needed
   void reset();
+  // A head scan read with this snapshot xmin and reopen count: fix the settled prefix for the
+  // read-ahead fetches until the next head scan.
+  void start_run(const std::string& snapshot_xmin, std::int64_t reopened);
+  // Records what prefix will be settled once the transactions now in use are done.
+  void sample(pqxx::transaction_base& tx);
   // A row whose read failed with `why`: what can still be read of it, marked unreadable.
   static OutboxEvent unreadable_row(pqxx::transaction_base& tx, const std::string& schema, std::int64_t seq,
                                     const std::exception& why);
@@ -67,6 +74,17 @@ class PgOutboxStore final : public OutboxStore {
   std::atomic<std::uint64_t> reconnects_{0};
   std::atomic<std::uint64_t> marks_unmatched_{0};
   std::atomic<std::uint64_t> isolations_{0};
+  // The settled prefix (see start_run): samples (M, N) not yet usable, the prefix fixed at the
+  // last head scan, and the reopen count then.
+  struct Settle {
+    std::int64_t seq;        // M: the sequence's last value
+    std::int64_t below_xid;  // N: above every transaction id in use when M was read
+  };
+  std::deque<Settle> samples_;
+  std::int64_t settled_ = std::numeric_limits<std::int64_t>::min();
+  std::int64_t reopened_ = 0;
+  std::string sequence_;  // the seq column's sequence, quoted
+  std::chrono::steady_clock::time_point sampled_at_{};
 };
 
 // Quotes a schema or table name after checking it is a plain identifier; throws ConfigError.

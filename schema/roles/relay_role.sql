@@ -21,6 +21,13 @@ GRANT SELECT ON outbox_events TO outbox_relay;
 GRANT UPDATE (published_at, attempts, next_attempt_at, last_error, dead_lettered_at)
     ON outbox_events TO outbox_relay;
 GRANT SELECT, UPDATE (listening, changed_at) ON outbox_relay_wakeup TO outbox_relay;
+-- The seq sequence's last value (read, never advanced): which prefix of the outbox can no
+-- longer change (migration 0007).
+DO $$
+BEGIN
+    EXECUTE format('GRANT SELECT ON SEQUENCE %s TO outbox_relay', pg_get_serial_sequence('outbox_events', 'seq'));
+END
+$$;
 -- Ownership of lanes when several instances share the outbox (its own bookkeeping tables).
 GRANT SELECT, UPDATE (owner, epoch, lease_until, acquired_at, renewed_at) ON outbox_relay_lanes TO outbox_relay;
 GRANT SELECT, INSERT, UPDATE, DELETE ON outbox_relay_instances TO outbox_relay;

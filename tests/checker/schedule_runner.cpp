@@ -408,9 +408,16 @@ class Relays {
     }
   }
 
-  // SIGTERM everything still running; every clean stop must exit 0.
+  // SIGTERM everything still running; every clean stop must exit 0. A relay started with a
+  // property it must refuse and still running was not refused, however short the run.
   void stop_all(std::vector<Violation>& violations) {
+    tick(violations);
     for (auto& in : all_) {
+      if (in.refused && in.process->running()) {
+        violations.push_back({"config", "", "a relay started with " + *in.refused +
+                                                " was still running when the schedule ended: the property was accepted"});
+        in.refused.reset();
+      }
       if (in.killed) continue;
       if (in.process->running() && !in.terminated) terminate(in);
     }

@@ -339,3 +339,59 @@ TEST_CASE("a row too big to read leaves its payload in the database and comes ba
   CHECK(rows[1].aggregate_type.size() < 100);  // a digest, not the value
   CHECK_FALSE(rows[2].defect.has_value());
 }
+
+// Read-ahead rows are counted only above the prefix of seq values that can no longer change
+// (see PgOutboxStore::start_run): a quiet outbox counts nothing, a transaction open at the head
+// scan (it may commit late, behind the cursor) makes every later row counted.
+TEST_CASE("read-ahead rows are counted only above the settled prefix", "[pg][store]") {
+  auto url = test::fresh_database();
+  test::insert_events(url, 40, 4);
+  auto store = store_for(url);
+  (void)store.fetch({1, std::nullopt, {}});  // connects and samples: seqs 1..40 settled
+  auto head = store.fetch({10, std::nullopt, {}});
+  REQUIRE(head.size() == 10);
+  auto ahead = store.fetch({10, head.back().seq, {}});
+  REQUIRE(ahead.size() == 10);
+  for (const auto& e : ahead) {
+    CHECK(e.pending_counted_after >= head.back().seq);  // nothing behind the cursor is counted
+    CHECK(e.pending_before == 0);
+  }
+
+  // A transaction holding a seq is open while the next head scan reads: nothing after the
+  // last sample before it is settled, so the rows read ahead are counted.
+  pqxx::connection slow(url);
+  pqxx::work open(slow);
+  open.exec("SELECT outbox_publish('order', 'x', 'First', '{}'::jsonb)");
+  test::insert_events(url, 40, 4);
+  auto head2 = store.fetch({10, std::nullopt, {}});
+  REQUIRE(head2.size() == 10);
+  auto ahead2 = store.fetch({50, head2.back().seq, {}});
+  REQUIRE(!ahead2.empty());
+  CHECK(ahead2.back().pending_counted_after < ahead2.back().seq);
+  open.commit();
+  auto late = store.fetch({100, ahead2.back().seq, {}});
+  test::exec(url, "SELECT outbox_publish('order', 'x', 'Second', '{}'::jsonb)");
+  auto after_late = store.fetch({100, ahead2.back().seq, {}});
+  REQUIRE(!after_late.empty());
+  CHECK(after_late.back().aggregate_id == "x");
+  CHECK(after_late.back().pending_before == 1);  // x's first, behind the cursor, committed late
+  (void)late;
+}
+
+TEST_CASE("a row made unpublished again makes the read-ahead count every row", "[pg][store]") {
+  auto url = test::fresh_database();
+  test::insert_events(url, 30, 3);
+  auto store = store_for(url);
+  (void)store.fetch({1, std::nullopt, {}});
+  auto all = store.fetch({100, std::nullopt, {}});
+  REQUIRE(all.size() == 30);
+  store.mark_published(seqs_of(all));
+  test::insert_events(url, 30, 3);
+  auto head = store.fetch({10, std::nullopt, {}});
+  REQUIRE(head.size() == 10);
+  test::exec(url, "UPDATE outbox_events SET published_at = NULL WHERE seq = 1");  // a replay of seq 1
+  auto ahead = store.fetch({10, head.back().seq, {}});
+  REQUIRE(ahead.size() == 10);
+  for (const auto& e : ahead) CHECK(e.pending_counted_after == std::numeric_limits<std::int64_t>::min());
+  CHECK(test::scalar(url, "SELECT reopened FROM outbox_relay_wakeup") == 1);
+}

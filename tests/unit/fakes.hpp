@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <functional>
+#include <limits>
 #include <map>
 #include <optional>
 #include <set>
@@ -90,6 +91,7 @@ class FakeOutboxStore final : public OutboxStore {
       if (req.lanes && std::find(req.lanes->begin(), req.lanes->end(), r.event.lane) == req.lanes->end()) continue;
       OutboxEvent e = r.event;
       e.pending_before = 0;
+      e.pending_counted_after = std::numeric_limits<std::int64_t>::min();  // the fake counts every row
       if (req.after_seq)  // as the SQL counts them: visible, unpublished, not dead, behind the cursor
         for (const auto& [s2, r2] : rows_) {
           if (s2 > *req.after_seq) break;
