@@ -50,9 +50,12 @@ std::string harden_conninfo(const std::string& conninfo, const std::string& appl
   p.try_emplace("keepalives_interval", "5");
   p.try_emplace("keepalives_count", "3");
   p.try_emplace("tcp_user_timeout", "30000");
+  // jit=off: the relay's statements are short and run thousands of times a minute; JIT
+  // compiling one whose estimate crosses jit_above_cost (a fetch on a large outbox) cost
+  // ~15 ms per execution, several times the statement itself.
   std::string session = "-c statement_timeout=" + std::to_string(statement_timeout_ms) +
                         " -c idle_in_transaction_session_timeout=" +
-                        std::to_string(std::max(statement_timeout_ms * 2, 10'000));
+                        std::to_string(std::max(statement_timeout_ms * 2, 10'000)) + " -c jit=off";
   auto [it, inserted] = p.try_emplace("options", session);
   if (!inserted) it->second = session + " " + it->second;  // the user's own options win
   return render_conninfo(p);

@@ -316,21 +316,12 @@ PgOutboxStore::Session& PgOutboxStore::session() {
     const bool fenced = !options_.owner.empty();
     c->prepare(kFetch, fetch_sql(schema, false));
     c->prepare(kFetchExcluding, fetch_sql(schema, true));
-    {
-      pqxx::nontransaction q(*c);
-      auto seq = q.exec_params("SELECT pg_get_serial_sequence($1, 'seq')", table)[0][0];
-      sequence_ = seq.is_null() ? std::string() : seq.as<std::string>();
-    }
-    // A new session knows nothing settled: count everything until the next head scan, which
-    // can use this first sample.
+    // A new session knows nothing settled: count everything until the next head scan. The
+    // sequence is looked up at the first fetch (verify_schema first says what is missing).
     samples_.clear();
     settled_ = std::numeric_limits<std::int64_t>::min();
-    if (!sequence_.empty()) {
-      c->prepare(kSample, sample_sql(sequence_));
-      pqxx::nontransaction q(*c);
-      sampled_at_ = {};
-      sample(q);
-    }
+    sequence_.clear();
+    sequence_known_ = false;
     if (options_.mark_mode == MarkMode::update)
       c->prepare(kMark, "UPDATE " + table + " e SET published_at = now()"
                             " WHERE e.seq = ANY($1::bigint[]) AND e.published_at IS NULL" +
@@ -415,6 +406,16 @@ std::vector<OutboxEvent> PgOutboxStore::fetch(const FetchRequest& request) {
   }
   try {
     pqxx::nontransaction tx(c);
+    if (!sequence_known_) {
+      // The seq column's sequence, and a first sample the next head scan can use.
+      auto seq = tx.exec_params("SELECT pg_get_serial_sequence($1, 'seq')",
+                                quoted_identifier(options_.schema, "database.schema") + ".outbox_events")[0][0];
+      sequence_ = seq.is_null() ? std::string() : seq.as<std::string>();
+      if (!sequence_.empty()) c.prepare(kSample, sample_sql(sequence_));
+      sequence_known_ = true;
+      sampled_at_ = {};
+      sample(tx);
+    }
     pqxx::result r = request.exclude.empty()
                          ? tx.exec_prepared(kFetch, after, limit, lanes, payload_cap, headers_cap, settled_, reopened_)
                          : tx.exec_prepared(kFetchExcluding, after, limit, lanes, payload_cap, headers_cap, settled_,

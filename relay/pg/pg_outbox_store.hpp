@@ -84,6 +84,7 @@ class PgOutboxStore final : public OutboxStore {
   std::int64_t settled_ = std::numeric_limits<std::int64_t>::min();
   std::int64_t reopened_ = 0;
   std::string sequence_;  // the seq column's sequence, quoted
+  bool sequence_known_ = false;
   std::chrono::steady_clock::time_point sampled_at_{};
 };
 

@@ -22,6 +22,7 @@ TEST_CASE("hardening adds client-side deadlines but keeps what the user set", "[
   CHECK(p.at("keepalives") == "1");
   CHECK_THAT(p.at("options"), Catch::Contains("statement_timeout=5000"));
   CHECK_THAT(p.at("options"), Catch::Contains("idle_in_transaction_session_timeout="));
+  CHECK_THAT(p.at("options"), Catch::Contains("jit=off"));
 }
 
 TEST_CASE("schema names are checked as identifiers and quoted", "[conninfo]") {
