@@ -124,7 +124,10 @@ StepResult Relay::step() {
       if (full && options_.pipeline && !stop_requested_ && now < next_rescan_) {
         prefetched_at_ = clock_.now();
         prefetched_ = store_.fetch({options_.batch_size, max_seq, excluded_aggregates(), lanes_});
-        prefetched_behind_ = sent_per_aggregate(flight);
+        // Only a row with unpublished predecessors behind the cursor needs to know what is in
+        // flight (none at all while the store finds the prefix settled).
+        if (std::any_of(prefetched_->begin(), prefetched_->end(), [](const OutboxEvent& e) { return e.pending_before > 0; }))
+          prefetched_behind_ = sent_per_aggregate(flight);
       }
     } catch (const TransientError& e) {
       write_error = e.what();
