@@ -1,5 +1,9 @@
 #include "outbox/consumer_runner.hpp"
 
+#include "outbox/common/backoff.hpp"
+#include "outbox/common/sqlstate.hpp"
+#include "outbox/common/text_checks.hpp"
+
 #include <librdkafka/rdkafka.h>
 #include <pqxx/connection>
 #include <pqxx/except>
@@ -7,6 +11,7 @@
 #include <algorithm>
 #include <cctype>
 #include <cstdio>
+#include <random>
 #include <thread>
 
 #include "outbox/inbox.hpp"
@@ -30,11 +35,8 @@ bool transient(const std::exception& e) {
   if (dynamic_cast<const pqxx::broken_connection*>(&e) || dynamic_cast<const pqxx::in_doubt_error*>(&e) ||
       dynamic_cast<const pqxx::transaction_rollback*>(&e))
     return true;
-  if (auto* sql = dynamic_cast<const pqxx::sql_error*>(&e)) {
-    const std::string state = sql->sqlstate();
-    return state.starts_with("08") || state.starts_with("40") || state.starts_with("53") ||
-           state.starts_with("57P") || state == "55P03";
-  }
+  if (auto* sql = dynamic_cast<const pqxx::sql_error*>(&e))
+    return common::classify_sqlstate(sql->sqlstate()) == common::SqlStateKind::retry;
   return false;
 }
 
@@ -53,17 +55,7 @@ std::string uuid_from_position(const std::string& topic, std::int32_t partition,
   return buf;
 }
 
-bool looks_like_uuid(const std::string& s) {
-  if (s.size() != 36) return false;
-  for (std::size_t i = 0; i < s.size(); ++i) {
-    if (i == 8 || i == 13 || i == 18 || i == 23) {
-      if (s[i] != '-') return false;
-    } else if (!std::isxdigit(static_cast<unsigned char>(s[i]))) {
-      return false;
-    }
-  }
-  return true;
-}
+bool looks_like_uuid(const std::string& s) { return common::looks_like_uuid(s); }
 
 struct ConsumerRunner::Impl {
   ConsumerOptions options;
@@ -164,11 +156,12 @@ struct ConsumerRunner::Impl {
     return !stop;
   }
 
-  milliseconds backoff(int n) const {
-    auto d = options.retry_initial;
-    for (int i = 1; i < n && d < options.retry_max; ++i) d *= 2;
-    return std::min(d, options.retry_max);
+  // Jittered, so the instances of a consumer group that failed together do not retry together.
+  milliseconds backoff(int n) {
+    return common::BackoffPolicy{options.retry_initial, options.retry_max, 0.5}.delay(n, jitter_draw(jitter_rng));
   }
+  std::mt19937_64 jitter_rng{std::random_device{}()};
+  std::uniform_real_distribution<double> jitter_draw{0.0, 1.0};
 
   // Publishes the message to the dead-letter topic with the error and its origin, and waits
   // for the broker. False when stopping before that succeeded (then nothing is committed).

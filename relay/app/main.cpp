@@ -4,8 +4,10 @@
 #include <cstdlib>
 #include <iostream>
 
-#include "relay/app/admin_commands.hpp"
-#include "relay/app/commands.hpp"
+#include "relay/app/exit_codes.hpp"
+#include "relay/app/relay_command.hpp"
+#include "relay/cli/admin_commands.hpp"
+#include "relay/cli/config_commands.hpp"
 #include "relay/app/stream_logger.hpp"
 #include "relay/config/config_loader.hpp"
 #include "relay/core/errors.hpp"
@@ -14,9 +16,9 @@
 using namespace outbox::relay;
 
 int main(int argc, char** argv) {
-  CLI::App cli{"outbox-relay: publishes committed rows of a PostgreSQL outbox table to Kafka, at least once"};
-  cli.set_version_flag("--version", std::string("outbox-relay ") + OUTBOX_RELAY_VERSION);
-  cli.require_subcommand(1);
+  CLI::App parser{"outbox-relay: publishes committed rows of a PostgreSQL outbox table to Kafka, at least once"};
+  parser.set_version_flag("--version", std::string("outbox-relay ") + OUTBOX_RELAY_VERSION);
+  parser.require_subcommand(1);
 
   std::string config_file;
   std::string database_url;
@@ -31,21 +33,21 @@ int main(int argc, char** argv) {
     sub->add_option("--brokers", brokers, "Kafka bootstrap servers, overrides kafka.brokers");
     sub->add_option("--set", sets, "Override any setting: --set relay.batch_size=500 (repeatable)");
   };
-  auto* run = cli.add_subcommand("run", "Run the relay until SIGTERM/SIGINT");
-  auto* migrate = cli.add_subcommand("migrate", "Apply the schema migrations (idempotent)");
-  auto* check = cli.add_subcommand("check-config", "Validate and print the effective config, secrets redacted");
-  auto* reference = cli.add_subcommand("config-reference", "Print every setting as a Markdown table");
+  auto* run = parser.add_subcommand("run", "Run the relay until SIGTERM/SIGINT");
+  auto* migrate = parser.add_subcommand("migrate", "Apply the schema migrations (idempotent)");
+  auto* check = parser.add_subcommand("check-config", "Validate and print the effective config, secrets redacted");
+  auto* reference = parser.add_subcommand("config-reference", "Print every setting as a Markdown table");
   for (auto* sub : {run, migrate, check}) common(sub);
   check->add_flag("--json", json, "Print JSON");
-  const app::AdminCommands admin(cli, common);  // status, dead-letters, replay
+  const cli::AdminCommands admin(parser, common);  // status, dead-letters, replay
 
   try {
-    cli.parse(argc, argv);
+    parser.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    int code = cli.exit(e);
+    int code = parser.exit(e);
     return code == 0 ? 0 : admin.selected() ? app::kExitUsage : app::kExitConfig;
   }
-  if (reference->parsed()) return app::run_config_reference();
+  if (reference->parsed()) return cli::run_config_reference();
 
   config::ConfigSources sources;
   sources.environment = config::relay_environment();
@@ -75,11 +77,11 @@ int main(int argc, char** argv) {
   if (admin.selected()) return admin.run(config);
 
   app::StreamLogger logger(std::cerr, app::parse_log_level(config.log.level),
-                           config.log.format == "text" ? app::LogFormat::text : app::LogFormat::json);
+                           config.log.format == config::LogFormat::text ? app::LogFormat::text : app::LogFormat::json);
   try {
     if (run->parsed()) return app::run_relay(config, logger);
-    if (migrate->parsed()) return app::run_migrate(config, logger);
-    if (check->parsed()) return app::run_check_config(config, json);
+    if (migrate->parsed()) return cli::run_migrate(config, logger);
+    if (check->parsed()) return cli::run_check_config(config, json);
   } catch (const ConfigError& e) {
     std::cerr << "outbox-relay: " << pg::redact_conninfo(e.what()) << "\n";
     return app::kExitConfig;

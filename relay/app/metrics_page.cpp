@@ -62,7 +62,7 @@ std::string render_metrics(const MetricsInputs& in) {
   metric(out, "outbox_relay_producer_restarts_total", "counter", "Kafka producers recreated after a fatal error",
          std::to_string(in.producer_restarts));
   metric(out, "outbox_relay_retention_deleted_total", "counter",
-         "published rows removed by retention (relay.retention_hours)", std::to_string(in.retention_deleted));
+         "published rows removed by retention (retention.published_hours)", std::to_string(in.retention_deleted));
   metric(out, "outbox_relay_ready", "gauge", "1 when the last step reached the database and the broker recently",
          in.ready ? "1" : "0");
   metric(out, "outbox_relay_is_publisher", "gauge",
@@ -92,7 +92,14 @@ std::string render_metrics(const MetricsInputs& in) {
     metric(out, "outbox_relay_lease_renew_failures_total", "counter", "lease renewals that failed (database away)",
            std::to_string(l.renew_failures_total.load()));
   }
-  metric(out, "outbox_relay_database_up", "gauge", "1 when the status query below succeeded", in.status ? "1" : "0");
+  metric(out, "outbox_relay_http_connections_refused_total", "counter",
+         "HTTP connections closed at once because the connection cap was reached", std::to_string(in.http_refused));
+  metric(out, "outbox_relay_database_up", "gauge",
+         "1 when the latest refresh of the status gauges below succeeded (they are read apart from scrapes)",
+         in.status_read_ok ? "1" : "0");
+  if (in.status_age_s)
+    metric(out, "outbox_relay_status_age_seconds", "gauge",
+           "age of the snapshot the backlog, lag and lane gauges come from", number(*in.status_age_s, "%.3f"));
   if (in.status) {
     metric(out, "outbox_relay_backlog_events", "gauge", "unpublished, not dead-lettered outbox rows",
            std::to_string(in.status->backlog));

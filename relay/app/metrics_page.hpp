@@ -15,7 +15,9 @@ namespace outbox::relay::app {
 
 struct MetricsInputs {
   const RelayStats& stats;
-  std::optional<pg::OutboxStatus> status;  // nullopt: the database could not be read
+  std::optional<pg::OutboxStatus> status{};  // the latest snapshot; nullopt: never read
+  std::optional<double> status_age_s{};    // how old that snapshot is
+  bool status_read_ok = false;             // the latest attempt to refresh it succeeded
   bool ready = false;
   const LeaseStats* leases = nullptr;
   std::size_t lanes_held = 0;
@@ -24,6 +26,7 @@ struct MetricsInputs {
   std::uint64_t database_reconnects = 0;
   std::uint64_t producer_restarts = 0;
   std::uint64_t retention_deleted = 0;
+  std::uint64_t http_refused = 0;
 };
 
 [[nodiscard]] std::string render_metrics(const MetricsInputs& in);

@@ -1,4 +1,4 @@
-#include "relay/app/admin_commands.hpp"
+#include "relay/cli/admin_commands.hpp"
 
 #include <nlohmann/json.hpp>
 
@@ -7,15 +7,19 @@
 #include <iostream>
 #include <regex>
 
-#include "relay/app/commands.hpp"
-#include "relay/app/console_format.hpp"
+#include "outbox/common/text_checks.hpp"
+#include "relay/app/exit_codes.hpp"
+#include "relay/app/settings.hpp"
+#include "relay/cli/console_format.hpp"
 #include "relay/core/errors.hpp"
 #include "relay/pg/pg_admin.hpp"
 #include "relay/pg/pg_conninfo.hpp"
 #include "relay/pg/pg_outbox_store.hpp"
 #include "relay/pg/pg_status.hpp"
 
-namespace outbox::relay::app {
+namespace outbox::relay::cli {
+
+using namespace app;  // exit codes, connection settings
 namespace {
 
 using Json = nlohmann::ordered_json;
@@ -45,8 +49,7 @@ std::int64_t parse_seq(const std::string& text, const std::string& what) {
 
 // "<seq|uuid>" -> one of refs' lists; UUIDs lower-cased as PostgreSQL prints them.
 void add_event_ref(const std::string& text, pg::EventRefs& refs) {
-  static const std::regex uuid("[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}");
-  if (std::regex_match(text, uuid)) {
+  if (common::looks_like_uuid(text)) {
     std::string id = text;
     std::transform(id.begin(), id.end(), id.begin(), [](unsigned char c) { return std::tolower(c); });
     refs.ids.push_back(id);
@@ -140,7 +143,7 @@ struct Context {
 int run_status(const Context& ctx) {
   auto outbox = pg::PgStatus(ctx.conninfo, ctx.config.database.schema).read();
   auto activity = pg::PgAdmin(ctx.conninfo, ctx.config.database.schema, ctx.relay_app_name).activity();
-  const bool deletes = ctx.config.relay.mark_mode == "delete";
+  const bool deletes = ctx.config.relay.mark_mode == config::MarkMode::remove;
   const std::string where = ctx.config.database.url.empty() ? "(PG* environment)" : pg::redact_conninfo(ctx.config.database.url);
   if (ctx.json) {
     Json sessions = Json::array(), instances = Json::array(), lanes = Json::array();
@@ -154,7 +157,7 @@ int run_status(const Context& ctx) {
            {"oldest_unpublished_age_seconds", outbox.oldest_unpublished_age_s},
            {"dead_lettered", outbox.dead_lettered},
            {"held_back", activity.held_back},
-           {"mark_mode", ctx.config.relay.mark_mode},
+           {"mark_mode", config::name_of(ctx.config.relay.mark_mode)},
            // Not kept in mark_mode delete: null rather than a misleading 0.
            {"published_last_minute", deletes ? Json(nullptr) : json_or_null(activity.published_last_minute)},
            {"published_last_hour", deletes ? Json(nullptr) : json_or_null(activity.published_last_hour)},
@@ -355,7 +358,7 @@ int run_replay(const Context& ctx, const std::string& from_seq,
   if (out.over_limit)
     throw usage_error("more than " + std::to_string(limit) +
                      " published events match; nothing replayed. Narrow the selector or raise --limit (--limit 0: no limit)");
-  const bool deletes = ctx.config.relay.mark_mode == "delete";
+  const bool deletes = ctx.config.relay.mark_mode == config::MarkMode::remove;
   const std::string gone =
       "relay.mark_mode is delete: the relay deletes rows once published, so there is nothing left to replay "
       "(replay from Kafka instead)";
@@ -365,7 +368,7 @@ int run_replay(const Context& ctx, const std::string& from_seq,
            {"replayed", out.replayed},     {"min_seq", json_or_null(out.min_seq)},
            {"max_seq", json_or_null(out.max_seq)}, {"aggregates", out.aggregates},
            {"held_back", out.held_back},   {"limit", limit},
-           {"mark_mode", ctx.config.relay.mark_mode}};
+           {"mark_mode", config::name_of(ctx.config.relay.mark_mode)}};
     print_json(j);
     return 0;
   }
@@ -401,7 +404,7 @@ AdminCommands::AdminCommands(CLI::App& cli, const std::function<void(CLI::App*)>
     common(sub);
     sub->add_flag("--json", flags_.json, "Print JSON for scripts");
   };
-  status_ = cli.add_subcommand("status", "Backlog, lag, dead letters, throughput and which relay holds the publish lock");
+  status_ = cli.add_subcommand("status", "Backlog, lag, dead letters, throughput, the live instances and the lanes each holds");
   json(status_);
 
   dead_letters_ = cli.add_subcommand("dead-letters", "List, show, requeue or purge dead-lettered events");
@@ -450,10 +453,8 @@ int AdminCommands::run(const config::Config& config) const {
   try {
     (void)pg::quoted_identifier(config.database.schema, "database.schema");
     // Its own session name, so the relay's sessions are told apart from this one.
-    auto params = pg::parse_conninfo(effective_conninfo(config), "database.url");
-    Context ctx{config, "", params["application_name"], flags_.json};
-    params["application_name"] = ctx.relay_app_name + "-cli";
-    ctx.conninfo = pg::render_conninfo(params);
+    const auto db = connection_settings(config);
+    Context ctx{config, db.conninfo("cli"), db.application_name(), flags_.json};
 
     if (status_->parsed()) return run_status(ctx);
     if (list_->parsed()) return run_list(ctx, flags_.aggregate, flags_.list_limit);
@@ -475,4 +476,4 @@ int AdminCommands::run(const config::Config& config) const {
   }
 }
 
-}  // namespace outbox::relay::app
+}  // namespace outbox::relay::cli

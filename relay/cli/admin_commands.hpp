@@ -8,12 +8,10 @@
 #include <string>
 #include <vector>
 
+#include "relay/app/exit_codes.hpp"
 #include "relay/config/config.hpp"
 
-namespace outbox::relay::app {
-
-// sysexits.h EX_USAGE: a bad seq or UUID, selectors that do not go together, --all without --yes.
-constexpr int kExitUsage = 64;
+namespace outbox::relay::cli {
 
 class AdminCommands {
  public:
@@ -24,7 +22,8 @@ class AdminCommands {
   // One of these subcommands was named on the command line (also after a parse error).
   [[nodiscard]] bool selected() const;
 
-  // Runs the selected subcommand; returns the exit code: 0, kExitUsage, kExitConfig, or
+  // Runs the selected subcommand; returns the exit code: 0, kExitUsage (a bad seq or UUID, selectors that do
+  // not go together, --all without --yes), kExitConfig, or
   // kExitFailure (database unreachable, nothing matched). Never throws.
   [[nodiscard]] int run(const config::Config& config) const;
 
@@ -51,4 +50,4 @@ class AdminCommands {
   Flags flags_;
 };
 
-}  // namespace outbox::relay::app
+}  // namespace outbox::relay::cli

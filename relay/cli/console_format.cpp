@@ -1,11 +1,11 @@
-#include "relay/app/console_format.hpp"
+#include "relay/cli/console_format.hpp"
 
 #include <algorithm>
 #include <cstdint>
 #include <cstdio>
 #include <iostream>
 
-namespace outbox::relay::app {
+namespace outbox::relay::cli {
 
 std::string base64(const std::string& bytes) {
   static const char* k = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
@@ -95,4 +95,4 @@ std::string count_of(long long n, const std::string& noun) {
   return std::to_string(n) + " " + noun + (n == 1 ? "" : "s");
 }
 
-}  // namespace outbox::relay::app
+}  // namespace outbox::relay::cli

@@ -6,7 +6,7 @@
 #include <string>
 #include <vector>
 
-namespace outbox::relay::app {
+namespace outbox::relay::cli {
 
 [[nodiscard]] std::string base64(const std::string& bytes);
 
@@ -28,4 +28,4 @@ void print_table(const std::vector<std::string>& header, const std::vector<std::
 // "1 event", "2 events".
 [[nodiscard]] std::string count_of(long long n, const std::string& noun);
 
-}  // namespace outbox::relay::app
+}  // namespace outbox::relay::cli

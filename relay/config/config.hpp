@@ -30,10 +30,19 @@ struct MessageConfig {
   std::string publisher_header;  // empty: no header naming the sending instance, lane and epoch
 };
 
+// Choices, in the order of their names in the settings table.
+enum class Wakeup { notify, poll };
+enum class MarkMode { update, remove };  // "update" | "delete"
+enum class LogFormat { json, text };
+
+[[nodiscard]] inline const char* name_of(Wakeup w) { return w == Wakeup::notify ? "notify" : "poll"; }
+[[nodiscard]] inline const char* name_of(MarkMode m) { return m == MarkMode::update ? "update" : "delete"; }
+[[nodiscard]] inline const char* name_of(LogFormat f) { return f == LogFormat::json ? "json" : "text"; }
+
 struct RelaySettings {
   int batch_size = 1000;
-  std::string wakeup = "notify";     // notify | poll
-  std::string mark_mode = "update";  // update | delete
+  Wakeup wakeup = Wakeup::notify;
+  MarkMode mark_mode = MarkMode::update;
   int poll_interval_ms = 500;
   int linger_ms = 2;
   int rescan_interval_ms = 1000;
@@ -51,7 +60,7 @@ struct RetentionConfig {
 };
 
 struct OwnershipConfig {
-  std::string instance_id;      // empty: <hostname>:<pid>:<random>
+  std::string instance_id;      // empty: derived from the pod, unit or host (app/instance_identity)
   int lease_ttl_ms = 10'000;    // a lane whose lease is not renewed for this long passes on
   int renew_interval_ms = 2'000;
 };
@@ -62,7 +71,7 @@ struct HttpConfig {
 
 struct LogConfig {
   std::string level = "info";  // debug | info | warn | error
-  std::string format = "json"; // json | text
+  LogFormat format = LogFormat::json;
 };
 
 struct Config {

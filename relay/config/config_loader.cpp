@@ -4,11 +4,16 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cerrno>
 #include <charconv>
+#include <cstring>
+#include <fstream>
 #include <functional>
 #include <regex>
+#include <set>
 
 #include "relay/core/errors.hpp"
+#include "relay/kafka/kafka_publisher.hpp"
 #include "relay/pg/pg_conninfo.hpp"
 
 extern char** environ;
@@ -27,20 +32,63 @@ struct Setting {
   std::function<std::string&(Config&)> text;
   std::function<int&(Config&)> integer;
   std::vector<std::string> choices;
+  std::function<std::size_t(Config&)> chosen;  // index into choices
+  std::function<void(Config&, std::size_t)> choose;
   int min = 0;
   int max = 0;
   bool secret = false;
 };
 
 Setting text(std::string key, std::function<std::string&(Config&)> f, std::string doc, bool secret = false) {
-  return Setting{std::move(key), Kind::text, std::move(doc), std::move(f), {}, {}, 0, 0, secret};
+  return Setting{std::move(key), Kind::text, std::move(doc), std::move(f), {}, {}, {}, {}, 0, 0, secret};
 }
 Setting integer(std::string key, std::function<int&(Config&)> f, int min, int max, std::string doc) {
-  return Setting{std::move(key), Kind::integer, std::move(doc), {}, std::move(f), {}, min, max, false};
+  return Setting{std::move(key), Kind::integer, std::move(doc), {}, std::move(f), {}, {}, {}, min, max, false};
 }
+// A string choice kept as text (log.level).
 Setting choice(std::string key, std::function<std::string&(Config&)> f, std::vector<std::string> choices,
                std::string doc) {
-  return Setting{std::move(key), Kind::choice, std::move(doc), std::move(f), {}, std::move(choices), 0, 0, false};
+  auto names = choices;
+  return Setting{std::move(key),
+                 Kind::choice,
+                 std::move(doc),
+                 {},
+                 {},
+                 std::move(choices),
+                 [f, names](Config& c) {
+                   return static_cast<std::size_t>(std::find(names.begin(), names.end(), f(c)) - names.begin());
+                 },
+                 [f, names](Config& c, std::size_t i) { f(c) = names.at(i); },
+                 0,
+                 0,
+                 false};
+}
+// A choice kept as an enum whose values follow `choices` in order.
+template <class E>
+Setting choice(std::string key, E& (*f)(Config&), std::vector<std::string> choices, std::string doc) {
+  return Setting{std::move(key),
+                 Kind::choice,
+                 std::move(doc),
+                 {},
+                 {},
+                 std::move(choices),
+                 [f](Config& c) { return static_cast<std::size_t>(f(c)); },
+                 [f](Config& c, std::size_t i) { f(c) = static_cast<E>(i); },
+                 0,
+                 0,
+                 false};
+}
+
+std::string shown(const Setting& s, Config& c) {
+  switch (s.kind) {
+    case Kind::integer:
+      return std::to_string(s.integer(c));
+    case Kind::choice:
+      return s.choices.at(s.chosen(c));
+    case Kind::text:
+      break;
+  }
+  return s.text(c);
 }
 
 const std::vector<Setting>& settings() {
@@ -78,10 +126,10 @@ const std::vector<Setting>& settings() {
            "(\"<instance> lane=<n> epoch=<e>\"); empty to leave it out."),
       integer("relay.batch_size", [](Config& c) -> int& { return c.relay.batch_size; }, 1, 100'000,
               "Rows fetched, published and marked per batch."),
-      choice("relay.wakeup", [](Config& c) -> std::string& { return c.relay.wakeup; }, {"notify", "poll"},
+      choice<Wakeup>("relay.wakeup", [](Config& c) -> Wakeup& { return c.relay.wakeup; }, {"notify", "poll"},
              "notify: LISTEN for a hint that producers send only while the relay is idle; poll: "
              "poll_interval_ms only."),
-      choice("relay.mark_mode", [](Config& c) -> std::string& { return c.relay.mark_mode; }, {"update", "delete"},
+      choice<MarkMode>("relay.mark_mode", [](Config& c) -> MarkMode& { return c.relay.mark_mode; }, {"update", "delete"},
              "update: set published_at (keeps history); delete: remove the row once acknowledged "
              "(less WAL, no history; needs DELETE privilege)."),
       integer("relay.poll_interval_ms", [](Config& c) -> int& { return c.relay.poll_interval_ms; }, 1, 600'000,
@@ -99,7 +147,10 @@ const std::vector<Setting>& settings() {
       integer("relay.retry_max_ms", [](Config& c) -> int& { return c.relay.retry_max_ms; }, 1, 86'400'000,
               "Longest delay between attempts of a failing row."),
       integer("relay.shutdown_timeout_ms", [](Config& c) -> int& { return c.relay.shutdown_timeout_ms; }, 0,
-              3'600'000, "On SIGTERM, how long to keep trying to mark acknowledged rows."),
+              3'600'000,
+              "On SIGTERM, how long to wait for the broker to acknowledge what is in flight and to mark it; "
+              "then the rest is abandoned (left unpublished, sent again by the next owner) and the relay "
+              "exits. 0: abandon what is in flight at once."),
       integer("retention.published_hours", [](Config& c) -> int& { return c.retention.published_hours; }, 0,
               87'600,
               "Published rows older than this are deleted, in small batches; 0 keeps them. This is also "
@@ -113,8 +164,10 @@ const std::vector<Setting>& settings() {
       integer("retention.batch_size", [](Config& c) -> int& { return c.retention.batch_size; }, 1, 100'000,
               "Rows deleted per short transaction (each batch commits; no long locks)."),
       text("ownership.instance_id", [](Config& c) -> std::string& { return c.ownership.instance_id; },
-           "This instance's name in outbox_relay_instances and outbox_relay_lanes; must be unique among "
-           "running instances. Empty: <hostname>:<pid>:<random>, new at every start."),
+           "This instance's name in outbox_relay_instances and outbox_relay_lanes. Empty: the pod name "
+           "(POD_NAME, or the host name in Kubernetes), else host:unit under systemd, else the host name, "
+           "with #2..#8 for more processes on one host; so a restarted process takes its own lanes back at "
+           "once. A live process holds its id (an advisory lock): a second one given the same id waits."),
       integer("ownership.lease_ttl_ms", [](Config& c) -> int& { return c.ownership.lease_ttl_ms; }, 2'000,
               600'000,
               "Lease of a lane (by the database's clock). An instance that stops renewing (killed, paused, "
@@ -129,7 +182,7 @@ const std::vector<Setting>& settings() {
            "/metrics (Prometheus). Loopback by default; 0.0.0.0:9464 in a container. Empty: no HTTP."),
       choice("log.level", [](Config& c) -> std::string& { return c.log.level; }, {"debug", "info", "warn", "error"},
              "Lowest level written."),
-      choice("log.format", [](Config& c) -> std::string& { return c.log.format; }, {"json", "text"},
+      choice<LogFormat>("log.format", [](Config& c) -> LogFormat& { return c.log.format; }, {"json", "text"},
              "json: one JSON object per line; text: key=value for terminals."),
   };
   return table;
@@ -191,14 +244,16 @@ class Loader {
       case Kind::text:
         s->text(config_) = value;
         break;
-      case Kind::choice:
-        if (std::find(s->choices.begin(), s->choices.end(), value) == s->choices.end()) {
+      case Kind::choice: {
+        auto it = std::find(s->choices.begin(), s->choices.end(), value);
+        if (it == s->choices.end()) {
           std::string list;
           for (const auto& c : s->choices) list += (list.empty() ? "" : ", ") + c;
           return error(key + ": must be one of " + list + ", got \"" + value + "\"" + origin);
         }
-        s->text(config_) = value;
+        s->choose(config_, static_cast<std::size_t>(it - s->choices.begin()));
         break;
+      }
       case Kind::integer: {
         long long v = 0;
         auto [p, ec] = std::from_chars(value.data(), value.data() + value.size(), v);
@@ -215,13 +270,17 @@ class Loader {
 
   void load_yaml(const std::filesystem::path& path) {
     YAML::Node root;
+    std::error_code ec;
+    if (std::filesystem::is_directory(path, ec)) return error("config file " + path.string() + ": is a directory");
+    std::ifstream in(path);
+    if (!in) return error("config file " + path.string() + ": cannot be read (" + std::strerror(errno) + ")");
     try {
-      root = YAML::LoadFile(path.string());
-    } catch (const YAML::BadFile&) {
-      return error("config file " + path.string() + ": cannot be read");
+      root = YAML::Load(in);
     } catch (const YAML::ParserException& e) {
       return error("config file " + path.string() + ":" + std::to_string(e.mark.line + 1) + ":" +
                    std::to_string(e.mark.column + 1) + ": malformed YAML: " + e.msg);
+    } catch (const std::exception& e) {
+      return error("config file " + path.string() + ": cannot be read (" + e.what() + ")");
     }
     if (root.IsNull()) return;
     if (!root.IsMap()) return error("config file " + path.string() + ": top level must be a mapping of sections");
@@ -234,17 +293,28 @@ class Loader {
   std::vector<std::string> errors_;
 
  private:
+  // A key given twice in one mapping is refused: YAML parsers differ on which one wins.
+  bool first_time(std::set<std::string>& seen, const std::string& key) {
+    if (seen.insert(key).second) return true;
+    error(key + ": given twice in the config file");
+    return false;
+  }
+
   void walk(const YAML::Node& node, const std::string& prefix) {
+    std::set<std::string> seen;
     for (const auto& kv : node) {
       std::string name = kv.first.as<std::string>();
       std::string key = prefix.empty() ? name : prefix + "." + name;
+      if (!first_time(seen, key)) continue;
       const YAML::Node& value = kv.second;
       if (key == kPropertiesKey) {
         if (!value.IsMap() && !value.IsNull()) {
           error(key + ": must be a mapping of librdkafka property names to values");
           continue;
         }
+        std::set<std::string> properties_seen;
         for (const auto& p : value) {
+          if (!first_time(properties_seen, key + "." + p.first.as<std::string>())) continue;
           if (!p.second.IsScalar()) {
             error(key + "." + p.first.as<std::string>() + ": must be a single value");
             continue;
@@ -278,14 +348,6 @@ class Loader {
 };
 
 }  // namespace
-
-bool secret_property(const std::string& name) {
-  std::string n = name;
-  std::transform(n.begin(), n.end(), n.begin(), [](unsigned char c) { return std::tolower(c); });
-  return n.find("password") != std::string::npos || n.find("secret") != std::string::npos ||
-         n.find("key.pem") != std::string::npos || n.find("token") != std::string::npos ||
-         n == "sasl.jaas.config" || n == "ssl.key.password" || n == "ssl_key";
-}
 
 // Kubernetes injects <SERVICE>_SERVICE_HOST, <SERVICE>_PORT_9464_TCP... for every Service
 // in the namespace (unless enableServiceLinks is false); a Service named outbox-relay* gives
@@ -354,12 +416,12 @@ std::vector<std::pair<std::string, std::string>> effective_config(const Config& 
   Config copy = config;
   std::vector<std::pair<std::string, std::string>> out;
   for (const auto& s : settings()) {
-    std::string value = s.kind == Kind::integer ? std::to_string(s.integer(copy)) : s.text(copy);
+    std::string value = shown(s, copy);
     if (s.key == "database.url" && !value.empty()) value = pg::redact_conninfo(value);
     out.emplace_back(s.key, value);
   }
   for (const auto& [k, v] : config.kafka.properties)
-    out.emplace_back(kPropertiesKey + "." + k, secret_property(k) ? "********" : v);
+    out.emplace_back(kPropertiesKey + "." + k, kafka::secret_property(k) ? "********" : v);
   return out;
 }
 
@@ -367,7 +429,7 @@ std::vector<SettingDoc> settings_reference() {
   Config defaults;
   std::vector<SettingDoc> out;
   for (const auto& s : settings()) {
-    std::string def = s.kind == Kind::integer ? std::to_string(s.integer(defaults)) : s.text(defaults);
+    std::string def = shown(s, defaults);
     std::string doc = s.description;
     if (s.kind == Kind::choice) {
       std::string list;

@@ -37,7 +37,4 @@ struct SettingDoc {
 };
 [[nodiscard]] std::vector<SettingDoc> settings_reference();
 
-// Kafka property names whose values are secrets.
-[[nodiscard]] bool secret_property(const std::string& name);
-
 }  // namespace outbox::relay::config

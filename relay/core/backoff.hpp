@@ -1,16 +1,10 @@
-// Capped exponential backoff: initial * 2^(n-1), never above max.
+// The relay's backoff: the one shared with the library (outbox/common/backoff.hpp).
 #pragma once
 
-#include <chrono>
+#include "outbox/common/backoff.hpp"
 
 namespace outbox::relay {
 
-struct BackoffPolicy {
-  std::chrono::milliseconds initial{100};
-  std::chrono::milliseconds max{10'000};
-
-  // Delay before retry number `failures` (1-based); zero for failures <= 0.
-  [[nodiscard]] std::chrono::milliseconds delay(int failures) const;
-};
+using BackoffPolicy = common::BackoffPolicy;
 
 }  // namespace outbox::relay

@@ -25,6 +25,14 @@ class SchemaError : public FatalError {
   using FatalError::FatalError;
 };
 
+// The database refused the relay's role: authentication failed, or a privilege the relay
+// needs is missing. Waiting cannot help; an operator must fix the credentials or the grants,
+// so a supervisor should not restart the relay in a loop either.
+class AccessError : public FatalError {
+ public:
+  using FatalError::FatalError;
+};
+
 // A configuration value is wrong; the message names the key.
 class ConfigError : public std::runtime_error {
  public:

@@ -92,13 +92,16 @@ std::size_t Ownership::held_count(Clock::time_point now) const {
 LeaseKeeper::LeaseKeeper(Ownership& ownership, LeaseStore& store, const Clock& clock, Logger& logger,
                          LeaseOptions options, LeaseStats& stats)
     : ownership_(ownership), store_(store), clock_(clock), logger_(logger), options_(options), stats_(stats) {
-  if (options_.ttl <= options_.safety_margin)
+  check_lease_options(options_);
+}
+
+void check_lease_options(const LeaseOptions& o) {
+  if (o.ttl <= o.safety_margin)
     throw ConfigError("ownership.lease_ttl_ms: must be longer than the safety margin (" +
-                      std::to_string(options_.safety_margin.count()) + " ms)");
-  if (options_.renew_interval * 2 > options_.ttl - options_.safety_margin)
+                      std::to_string(o.safety_margin.count()) + " ms)");
+  if (o.renew_interval * 2 > o.ttl - o.safety_margin)
     throw ConfigError("ownership.renew_interval_ms: at most half of ownership.lease_ttl_ms minus " +
-                      std::to_string(options_.safety_margin.count()) +
-                      " ms, so one missed renewal does not lose the leases");
+                      std::to_string(o.safety_margin.count()) + " ms, so one missed renewal does not lose the leases");
 }
 
 namespace {
@@ -157,7 +160,10 @@ bool LeaseKeeper::tick() {
     failing_ = false;
     return true;
   } catch (const TransientError& e) {
-    // The drained lanes were not released: report them again at the next round.
+    // A failed call may have dropped what backs this instance's id (the store's session and
+    // its lock, which a restarted process of the same id may take at once): publish nothing
+    // until a renewal succeeds. The drained lanes were not released: report them again.
+    ownership_.clear();
     ownership_.report_drained(drained);
     ++stats_.renew_failures_total;
     if (!failing_)
@@ -173,7 +179,12 @@ void LeaseKeeper::run(std::stop_token stop) {
     tick();
     const auto next = clock_.now() + options_.renew_interval;
     while (!stop.stop_requested() && clock_.now() < next) {
-      if (store_.await_change(options_.slice)) break;  // another instance joined, left or released
+      try {
+        if (store_.await_change(options_.slice)) break;  // another instance joined, left or released
+      } catch (const TransientError&) {
+        ownership_.clear();  // the session that backs the id is gone: renew (and re-claim) first
+        break;
+      }
       if (!failing_ && ownership_.has_drained()) break;  // release them now
     }
   }

@@ -93,13 +93,16 @@ class LeaseStore {
   };
   // One round trip: records this instance as live until store-now + ttl, releases `release`,
   // renews every lease this instance still holds (an expired one is not renewed: it may have
-  // been taken). Throws TransientError when the store is away.
+  // been taken). Throws TransientError when the store is away. After any failure of any call
+  // the instance may no longer hold its id (another process of the same id may take it over
+  // at once), so the keeper gives up every lane until a renewal succeeds again.
   [[nodiscard]] virtual Renewal renew(std::span<const int> release, std::chrono::milliseconds ttl) = 0;
   // Takes up to `max_lanes` free or expired lanes for store-now + ttl; returns them.
   [[nodiscard]] virtual std::vector<LaneLease> acquire(int max_lanes, std::chrono::milliseconds ttl) = 0;
   // Releases every lease of this instance and removes it from the live list.
   virtual void leave() = 0;
   // Waits up to `timeout` for a hint that another instance joined, left or released lanes.
+  // Throws TransientError (after waiting out `timeout`) when the store's session was lost.
   virtual bool await_change(std::chrono::milliseconds timeout) = 0;
 };
 
@@ -112,6 +115,10 @@ struct LeaseOptions {
   // Longest single wait, so a stop or a drained report is noticed.
   std::chrono::milliseconds slice{50};
 };
+
+// Throws ConfigError naming the key when the timings cannot keep a lease through one missed
+// renewal.
+void check_lease_options(const LeaseOptions& options);
 
 // Counters and gauges of the keeper, read by metrics.
 struct LeaseStats {

@@ -23,6 +23,12 @@ class Publisher {
   // Waits until every accepted message since the last await() has an outcome and returns
   // them in send order (refused messages are not included).
   [[nodiscard]] virtual std::vector<DeliveryResult> await() = 0;
+
+  // Safe from any thread: a running or later await() returns within a moment, every message
+  // without an acknowledgement given a transient outcome (its row stays unpublished and is
+  // sent again); later sends fail the same way. For a shutdown that must not wait out the
+  // broker's delivery timeout.
+  virtual void abandon() = 0;
 };
 
 }  // namespace outbox::relay

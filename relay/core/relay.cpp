@@ -1,6 +1,7 @@
 #include "relay/core/relay.hpp"
 
 #include <algorithm>
+#include <random>
 #include <functional>
 #include <stdexcept>
 #include <unordered_set>
@@ -342,7 +343,7 @@ StepResult Relay::transient_failure(const std::string& what) {
   next_rescan_ = clock_.now();  // the next step starts from the head
   StepResult r;
   r.kind = StepKind::backoff;
-  r.wait = options_.transient_retry.delay(consecutive_transient_);
+  r.wait = options_.transient_retry.delay(consecutive_transient_, std::uniform_real_distribution<double>(0, 1)(jitter_));
   r.error = what;
   return r;
 }

@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cstdint>
 #include <optional>
+#include <random>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -27,8 +28,11 @@ struct RelayOptions {
   int max_attempts = 10;
   // Delay before a row that failed permanently is tried again.
   BackoffPolicy row_retry{std::chrono::seconds(1), std::chrono::minutes(5)};
-  // Delay of the whole loop after a transient failure (broker or database away).
+  // Delay of the whole loop after a transient failure (broker or database away); its jitter
+  // (set by the daemon) keeps instances that lost the database together from retrying in
+  // lockstep, drawn from `jitter_seed` so a test's schedule is reproducible.
   BackoffPolicy transient_retry{std::chrono::milliseconds(100), std::chrono::seconds(10)};
+  std::uint64_t jitter_seed = 0;
   // While the outbox is busy, a batch is fetched behind the previous one (seq > its last)
   // and marked while the next one is on the wire. At least this often the relay instead
   // drains and scans from the oldest unpublished row, so rows that committed late are
@@ -136,6 +140,7 @@ class Relay {
   Clock::time_point prefetched_at_{};
   Clock::time_point next_rescan_{};
   int consecutive_transient_ = 0;
+  std::mt19937_64 jitter_{options_.jitter_seed};  // after options_
   // Aggregates that wait behind a failed or not-yet-due event, until the given time.
   std::unordered_map<AggregateKey, Clock::time_point, AggregateKeyHash> blocked_until_;
 };

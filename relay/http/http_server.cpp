@@ -3,24 +3,38 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 
+#include <algorithm>
 #include <memory>
 
 #include "relay/core/errors.hpp"
 
 namespace outbox::relay::http {
-namespace {
 
 namespace beast = boost::beast;
 namespace bhttp = boost::beast::http;
 using tcp = boost::asio::ip::tcp;
 
+namespace detail {
+
 // One connection: read a request, answer it, close.
 class Exchange : public std::enable_shared_from_this<Exchange> {
  public:
-  Exchange(tcp::socket socket, const HttpHandler& handler) : stream_(std::move(socket)), handler_(handler) {}
+  Exchange(tcp::socket socket, const HttpHandler& handler, std::shared_ptr<std::atomic<std::size_t>> open)
+      : stream_(std::move(socket)), handler_(handler), open_(std::move(open)) {
+    ++*open_;
+  }
+  ~Exchange() { --*open_; }
+  Exchange(const Exchange&) = delete;
+  Exchange& operator=(const Exchange&) = delete;
+
+  // Closes the connection now (the pending read completes with an error).
+  void evict() {
+    beast::error_code ignored;
+    stream_.socket().close(ignored);
+  }
 
   void start() {
-    stream_.expires_after(std::chrono::seconds(10));
+    stream_.expires_after(std::chrono::seconds(5));
     bhttp::async_read(stream_, buffer_, request_,
                       [self = shared_from_this()](beast::error_code ec, std::size_t) { self->on_read(ec); });
   }
@@ -51,35 +65,40 @@ class Exchange : public std::enable_shared_from_this<Exchange> {
 
   beast::tcp_stream stream_;
   const HttpHandler& handler_;
+  std::shared_ptr<std::atomic<std::size_t>> open_;
   beast::flat_buffer buffer_;
   bhttp::request<bhttp::string_body> request_;
   bhttp::response<bhttp::string_body> response_;
 };
 
+}  // namespace detail
+
+using detail::Exchange;
+
 tcp::endpoint parse_listen(const std::string& listen) {
   auto colon = listen.rfind(':');
-  if (colon == std::string::npos || colon == 0 || colon + 1 == listen.size())
-    throw ConfigError("http.listen: expected host:port, got \"" + listen + "\"");
+  if (colon == std::string::npos || colon + 1 == listen.size())
+    throw ConfigError("http.listen: expected host:port or :port, got \"" + listen + "\"");
   std::string host = listen.substr(0, colon);
   if (host.size() > 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
-  int port = -1;
-  try {
-    std::size_t used = 0;
-    port = std::stoi(listen.substr(colon + 1), &used);
-    if (used != listen.size() - colon - 1) port = -1;
-  } catch (...) {
-  }
-  if (port < 0 || port > 65535) throw ConfigError("http.listen: port must be 0..65535, got \"" + listen + "\"");
+  const std::string digits = listen.substr(colon + 1);
+  long port = -1;
+  if (digits.size() <= 5 && std::all_of(digits.begin(), digits.end(), [](char ch) { return ch >= '0' && ch <= '9'; }))
+    port = std::stol(digits);
+  if (port < 0 || port > 65535)
+    throw ConfigError("http.listen: the port must be a number 0..65535, got \"" + digits + "\"");
+  if (host.empty()) host = "0.0.0.0";
+  if (host == "localhost") host = "127.0.0.1";
   boost::system::error_code ec;
   auto addr = boost::asio::ip::make_address(host, ec);
-  if (ec) throw ConfigError("http.listen: \"" + host + "\" is not an IP address (use 127.0.0.1, 0.0.0.0 or ::)");
+  if (ec)
+    throw ConfigError("http.listen: \"" + host + "\" is not an IP address (use 127.0.0.1, localhost, 0.0.0.0, :: or :port)");
   return {addr, static_cast<unsigned short>(port)};
 }
 
-}  // namespace
-
-HttpServer::HttpServer(boost::asio::io_context& io, const std::string& listen, HttpHandler handler)
-    : io_(io), acceptor_(io), handler_(std::move(handler)) {
+HttpServer::HttpServer(boost::asio::io_context& io, const std::string& listen, HttpHandler handler,
+                       std::size_t max_connections)
+    : io_(io), acceptor_(io), handler_(std::move(handler)), max_connections_(max_connections) {
   auto endpoint = parse_listen(listen);
   boost::system::error_code ec;
   acceptor_.open(endpoint.protocol(), ec);
@@ -95,7 +114,19 @@ unsigned short HttpServer::port() const { return acceptor_.local_endpoint().port
 void HttpServer::accept() {
   acceptor_.async_accept(io_, [this](boost::system::error_code ec, tcp::socket socket) {
     if (ec == boost::asio::error::operation_aborted) return;
-    if (!ec) std::make_shared<Exchange>(std::move(socket), handler_)->start();
+    if (!ec) {
+      // At the cap the oldest open connection goes (a request that has not arrived in the
+      // time the newer ones took): probes keep working while idle connections pile up.
+      std::erase_if(exchanges_, [](const auto& w) { return w.expired(); });
+      while (exchanges_.size() >= max_connections_) {
+        if (auto oldest = exchanges_.front().lock()) oldest->evict();
+        exchanges_.pop_front();
+        ++refused_total_;
+      }
+      auto exchange = std::make_shared<Exchange>(std::move(socket), handler_, open_);
+      exchanges_.push_back(exchange);
+      exchange->start();
+    }
     accept();
   });
 }

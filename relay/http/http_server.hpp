@@ -5,7 +5,11 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 
+#include <atomic>
+#include <cstdint>
+#include <deque>
 #include <functional>
+#include <memory>
 #include <string>
 
 namespace outbox::relay::http {
@@ -18,13 +22,19 @@ struct HttpResponse {
 
 using HttpHandler = std::function<HttpResponse(const std::string& path)>;
 
+namespace detail {
+class Exchange;  // one connection
+}
+
 class HttpServer {
  public:
-  // `listen` is host:port (e.g. 127.0.0.1:9464, 0.0.0.0:9464). Throws ConfigError naming
-  // http.listen when it cannot be parsed or bound.
-  HttpServer(boost::asio::io_context& io, const std::string& listen, HttpHandler handler);
+  // `listen` as parse_listen() takes it. Throws ConfigError naming http.listen when it cannot
+  // be parsed or bound. At most `max_connections` connections are open at once (a request has
+  // 5 s to arrive); a new one beyond that closes the oldest, which is counted.
+  HttpServer(boost::asio::io_context& io, const std::string& listen, HttpHandler handler, std::size_t max_connections);
 
   [[nodiscard]] unsigned short port() const;
+  [[nodiscard]] std::uint64_t refused_total() const { return refused_total_; }
 
  private:
   void accept();
@@ -32,6 +42,14 @@ class HttpServer {
   boost::asio::io_context& io_;
   boost::asio::ip::tcp::acceptor acceptor_;
   HttpHandler handler_;
+  std::size_t max_connections_;
+  std::shared_ptr<std::atomic<std::size_t>> open_ = std::make_shared<std::atomic<std::size_t>>(0);
+  std::deque<std::weak_ptr<detail::Exchange>> exchanges_;  // open connections, oldest first
+  std::atomic<std::uint64_t> refused_total_{0};
 };
+
+// "host:port", "[v6]:port", ":port" (every interface) or "localhost:port" (127.0.0.1); the
+// port 0..65535 (0: any free one). Throws ConfigError naming http.listen.
+[[nodiscard]] boost::asio::ip::tcp::endpoint parse_listen(const std::string& listen);
 
 }  // namespace outbox::relay::http

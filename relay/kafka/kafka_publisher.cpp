@@ -6,6 +6,7 @@
 #include <cctype>
 #include <charconv>
 #include <cstdint>
+#include <regex>
 #include <set>
 #include <string_view>
 
@@ -89,6 +90,36 @@ const std::set<std::string> kKeyedPartitioners{"murmur2_random", "murmur2", "con
 
 }  // namespace
 
+bool secret_property(const std::string& name) {
+  std::string n = name;
+  std::transform(n.begin(), n.end(), n.begin(), [](unsigned char c) { return std::tolower(c); });
+  for (const char* part : {"password", "secret", "key.pem", "token", "oauthbearer", "jaas", "credential", "ssl_key",
+                           "ssl.key", "keystore"})
+    if (n.find(part) != std::string::npos) return true;
+  return false;
+}
+
+void check_brokers(const std::string& brokers) {
+  static const std::regex entry(
+      R"(^((plaintext|ssl|sasl_plaintext|sasl_ssl)://)?(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?)(:([0-9]{1,5}))?$)",
+      std::regex::icase);
+  if (brokers.empty())
+    throw ConfigError("kafka.brokers: required (set it in the config file, OUTBOX_RELAY_KAFKA_BROKERS or --brokers)");
+  std::size_t start = 0;
+  for (;;) {
+    const auto comma = brokers.find(',', start);
+    std::string one = brokers.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
+    one.erase(0, one.find_first_not_of(' '));
+    one.erase(one.find_last_not_of(' ') + 1);
+    std::smatch m;
+    if (!std::regex_match(one, m, entry) || (m[6].matched && (std::stol(m[6].str()) < 1 || std::stol(m[6].str()) > 65535)))
+      throw ConfigError("kafka.brokers: \"" + one + "\" is not host:port (a comma-separated list such as "
+                        "kafka-1:9092,kafka-2:9092)");
+    if (comma == std::string::npos) break;
+    start = comma + 1;
+  }
+}
+
 void check_properties(const std::map<std::string, std::string>& properties) {
   // Contract 10: nothing passed through may switch off per-key order or at-least-once.
   for (const auto& [name, value] : properties) {
@@ -128,7 +159,12 @@ void check_properties(const std::map<std::string, std::string>& properties) {
   for (const auto& [name, value] : properties) {
     if (rd_kafka_conf_set(conf, name.c_str(), value.c_str(), err, sizeof err) != RD_KAFKA_CONF_OK) {
       rd_kafka_conf_destroy(conf);
-      refuse(name, err);
+      std::string why = err;
+      // librdkafka quotes the value it refuses: never for a property that can hold a secret.
+      if (secret_property(name))
+        for (auto at = why.find(value); !value.empty() && at != std::string::npos; at = why.find(value))
+          why.replace(at, value.size(), "********");
+      refuse(name, why);
     }
   }
   rd_kafka_conf_destroy(conf);
@@ -202,7 +238,7 @@ void KafkaPublisher::on_delivery(rd_kafka_s* /*rk*/, const rd_kafka_message_s* m
 }
 
 std::optional<DeliveryResult> KafkaPublisher::refused_topic(const std::string& topic) {
-  if (usable_topics_.contains(topic)) return std::nullopt;
+  if (usable_topics_.contains(topic) || abandoned_) return std::nullopt;
   const auto now = std::chrono::steady_clock::now();
   if (auto it = checked_topics_.find(topic); it != checked_topics_.end() && now - it->second.at < kTopicVerdictReuse)
     return it->second.refusal;
@@ -230,6 +266,7 @@ std::optional<DeliveryResult> KafkaPublisher::refused_topic(const std::string& t
 }
 
 std::optional<DeliveryResult> KafkaPublisher::send(const Message& m) {
+  if (abandoned_) return DeliveryResult{DeliveryStatus::transient_failure, "abandoned at shutdown"};
   if (!handle_) create();
   if (auto refused = refused_topic(m.topic)) return refused;
   rd_kafka_headers_t* headers = rd_kafka_headers_new(m.headers.size());
@@ -249,7 +286,7 @@ std::optional<DeliveryResult> KafkaPublisher::send(const Message& m) {
         RD_KAFKA_V_KEY(key, m.key.size()), RD_KAFKA_V_VALUE(value, value_size),
         RD_KAFKA_V_HEADERS(headers), RD_KAFKA_V_OPAQUE(reinterpret_cast<void*>(index)), RD_KAFKA_V_END);
     if (err == RD_KAFKA_RESP_ERR_NO_ERROR) break;  // librdkafka owns the headers now
-    if (err == RD_KAFKA_RESP_ERR__QUEUE_FULL) {
+    if (err == RD_KAFKA_RESP_ERR__QUEUE_FULL && !abandoned_) {
       rd_kafka_poll(handle_->rk, 10);  // serve delivery reports to make room
       continue;
     }
@@ -263,8 +300,9 @@ std::optional<DeliveryResult> KafkaPublisher::send(const Message& m) {
 }
 
 std::vector<DeliveryResult> KafkaPublisher::await() {
-  // Bounded: librdkafka reports every message by message.timeout.ms at the latest.
-  while (outstanding_ > 0) rd_kafka_poll(handle_->rk, 100);
+  // Bounded: librdkafka reports every message by message.timeout.ms at the latest, and a
+  // purge reports the rest at once (as transient failures).
+  wait_outstanding();
   auto out = std::move(results_);
   results_.clear();
   for (const auto& topic : timed_out_topics_) usable_topics_.erase(topic);
@@ -284,10 +322,18 @@ std::vector<DeliveryResult> KafkaPublisher::await() {
   return out;
 }
 
+void KafkaPublisher::wait_outstanding() {
+  while (outstanding_ > 0) {
+    if (abandoned_) rd_kafka_purge(handle_->rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+    rd_kafka_poll(handle_->rk, abandoned_ ? 10 : 100);
+  }
+}
+
 void KafkaPublisher::close() {
   if (!handle_) return;
-  while (outstanding_ > 0) rd_kafka_poll(handle_->rk, 100);
-  rd_kafka_flush(handle_->rk, 1000);
+  wait_outstanding();
+  if (abandoned_) rd_kafka_purge(handle_->rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+  rd_kafka_flush(handle_->rk, abandoned_ ? 0 : 1000);
   handle_.reset();
 }
 

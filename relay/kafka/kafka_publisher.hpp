@@ -36,6 +36,15 @@ struct KafkaOptions {
 // for names or values librdkafka refuses.
 void check_properties(const std::map<std::string, std::string>& properties);
 
+// Properties whose value can carry a credential (passwords, secrets, keys, tokens, OAuth and
+// JAAS configurations): shown as ******** and never echoed in an error.
+[[nodiscard]] bool secret_property(const std::string& name);
+
+// Throws ConfigError naming kafka.brokers unless it is a comma-separated list of host[:port]
+// (optionally protocol://host:port); a list that cannot be parsed would otherwise be a
+// resolver retry loop.
+void check_brokers(const std::string& brokers);
+
 class KafkaPublisher final : public Publisher {
  public:
   KafkaPublisher(KafkaOptions options, Logger& logger);
@@ -45,6 +54,7 @@ class KafkaPublisher final : public Publisher {
 
   [[nodiscard]] std::optional<DeliveryResult> send(const Message& message) override;
   [[nodiscard]] std::vector<DeliveryResult> await() override;
+  void abandon() override { abandoned_ = true; }
 
   // Waits for outstanding deliveries, then destroys the producer.
   void close();
@@ -55,6 +65,7 @@ class KafkaPublisher final : public Publisher {
  private:
   struct Handle;
   void create();
+  void wait_outstanding();  // polls until every sent message has an outcome
   static void on_delivery(rd_kafka_s* rk, const rd_kafka_message_s* msg, void* opaque);
   // A permanent failure when the broker's metadata refuses the topic (authorization, unknown
   // topic, invalid name). librdkafka 2.0.2 holds a message for such a topic until
@@ -80,6 +91,7 @@ class KafkaPublisher final : public Publisher {
   std::unordered_map<std::string, TopicVerdict> checked_topics_;
   std::vector<std::string> timed_out_topics_;  // from delivery reports, handled in await()
   std::atomic<std::uint64_t> restarts_{0};
+  std::atomic<bool> abandoned_{false};
 };
 
 }  // namespace outbox::relay::kafka

@@ -139,7 +139,7 @@ class PgAdmin {
   PgAdmin(std::string conninfo, std::string schema, std::string relay_application_name);
   ~PgAdmin();
 
-  // Throughput and the publish lock's holder. Throws TransientError/FatalError (pg_errors).
+  // Throughput, the live instances and their lanes. Throws TransientError/FatalError (pg_errors).
   [[nodiscard]] Activity activity();
 
   [[nodiscard]] DeadLetterPage list_dead_letters(std::optional<std::string> aggregate_type,

@@ -2,21 +2,55 @@
 
 #include <libpq-fe.h>
 
+#include <pwd.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <algorithm>
 #include <memory>
 #include <regex>
 
 #include "relay/core/errors.hpp"
+#include "relay/pg/connection_settings.hpp"
 
 namespace outbox::relay::pg {
 
+namespace {
+
+// libpq quotes the offending piece of the string in its messages ("invalid percent-encoded
+// token: \"50%offSummer\"", "missing \"=\" after \"secret\""): that piece may be a password.
+std::string without_quoted_parts(const std::string& message) {
+  static const std::regex quoted(R"("[^"]*")");
+  return std::regex_replace(message, quoted, "<hidden>");
+}
+
+// In a URI, user info ends at the last '@' before the host, but libpq takes the first: the rest
+// of a password holding a bare '@' would become the host name, and be echoed by every error.
+void refuse_ambiguous_user_info(const std::string& conninfo, const std::string& key) {
+  for (const char* scheme : {"postgresql://", "postgres://"}) {
+    if (!conninfo.starts_with(scheme)) continue;
+    const auto start = std::string_view(scheme).size();
+    const auto end = conninfo.find_first_of("/?", start);
+    const auto authority = conninfo.substr(start, end == std::string::npos ? std::string::npos : end - start);
+    if (std::count(authority.begin(), authority.end(), '@') > 1)
+      throw ConfigError(key + ": not a valid PostgreSQL connection URI (the user name or password holds an unencoded "
+                              "'@'; percent-encode it as %40, and '%' as %25)");
+  }
+}
+
+}  // namespace
+
 ConninfoParams parse_conninfo(const std::string& conninfo, const std::string& key) {
+  refuse_ambiguous_user_info(conninfo, key);
   char* err = nullptr;
   PQconninfoOption* opts = PQconninfoParse(conninfo.c_str(), &err);
   if (opts == nullptr) {
     std::string why = err != nullptr ? err : "out of memory";
     if (err != nullptr) PQfreemem(err);
     while (!why.empty() && (why.back() == '\n' || why.back() == ' ')) why.pop_back();
-    throw ConfigError(key + ": not a valid PostgreSQL connection string (" + why + ")");
+    throw ConfigError(key + ": not a valid PostgreSQL connection string (" + without_quoted_parts(why) +
+                      "; in a URI percent-encode '%' as %25 and '@' as %40, in key=value form single-quote a "
+                      "value with spaces)");
   }
   std::unique_ptr<PQconninfoOption, decltype(&PQconninfoFree)> guard(opts, PQconninfoFree);
   ConninfoParams params;
@@ -42,23 +76,18 @@ std::string render_conninfo(const ConninfoParams& params) {
 
 std::string harden_conninfo(const std::string& conninfo, const std::string& application_name,
                             int statement_timeout_ms) {
-  auto p = parse_conninfo(conninfo, "database.url");
-  p.try_emplace("application_name", application_name);
-  p.try_emplace("connect_timeout", "10");
-  p.try_emplace("keepalives", "1");
-  p.try_emplace("keepalives_idle", "10");
-  p.try_emplace("keepalives_interval", "5");
-  p.try_emplace("keepalives_count", "3");
-  p.try_emplace("tcp_user_timeout", "30000");
-  // jit=off: the relay's statements are short and run thousands of times a minute; JIT
-  // compiling one whose estimate crosses jit_above_cost (a fetch on a large outbox) cost
-  // ~15 ms per execution, several times the statement itself.
-  std::string session = "-c statement_timeout=" + std::to_string(statement_timeout_ms) +
-                        " -c idle_in_transaction_session_timeout=" +
-                        std::to_string(std::max(statement_timeout_ms * 2, 10'000)) + " -c jit=off";
-  auto [it, inserted] = p.try_emplace("options", session);
-  if (!inserted) it->second = session + " " + it->second;  // the user's own options win
-  return render_conninfo(p);
+  return ConnectionSettings::from(conninfo, "", application_name, statement_timeout_ms).conninfo();
+}
+
+std::string role_of(const std::string& conninfo) {
+  try {
+    auto p = parse_conninfo(conninfo, "database.url");
+    if (auto it = p.find("user"); it != p.end() && !it->second.empty()) return it->second;
+  } catch (const ConfigError&) {
+  }
+  if (const char* u = std::getenv("PGUSER"); u != nullptr && *u != '\0') return u;
+  if (const passwd* pw = ::getpwuid(::geteuid()); pw != nullptr) return pw->pw_name;
+  return "";
 }
 
 std::string redact_conninfo(const std::string& conninfo) {
@@ -68,8 +97,11 @@ std::string redact_conninfo(const std::string& conninfo) {
     return render_conninfo(p);
   } catch (...) {
     // Unparseable: blank anything that looks like a password rather than echo it.
-    static const std::regex uri_pw(R"((://[^:/@]*:)[^@]*@)");
-    static const std::regex kv_pw(R"((password\s*=\s*)('[^']*'|\S+))", std::regex::icase);
+    // A URI's password runs to the last '@' of its authority; a key=value one, unquoted,
+    // to the next keyword (an unquoted space is what made it unparseable).
+    static const std::regex uri_pw(R"((://[^:/@\s]*:)[^/?#\s]*@)");
+    static const std::regex kv_pw(R"((password\s*=\s*)('(?:[^'\\]|\\.)*'?|.*?(?=\s+[A-Za-z_]+\s*=|\)|$)))",
+                                  std::regex::icase);
     auto s = std::regex_replace(conninfo, uri_pw, "$1********@");
     return std::regex_replace(s, kv_pw, "$1********");
   }

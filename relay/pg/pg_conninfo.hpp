@@ -15,11 +15,14 @@ using ConninfoParams = std::map<std::string, std::string>;
 // Renders key=value form with every value quoted.
 [[nodiscard]] std::string render_conninfo(const ConninfoParams& params);
 
-// Adds client-side deadlines (connect timeout, keepalives, tcp_user_timeout) and session
-// settings unless the user set them. A stopped backend or half-open TCP connection would
-// otherwise hang a libpq call past statement_timeout.
+// ConnectionSettings::from(conninfo, "", application_name, statement_timeout_ms).conninfo():
+// client-side deadlines and session settings (a stopped backend or half-open TCP connection
+// would otherwise hang a libpq call past statement_timeout), the user's own kept.
 [[nodiscard]] std::string harden_conninfo(const std::string& conninfo, const std::string& application_name,
                                           int statement_timeout_ms);
+
+// The role a session of `conninfo` logs in as: its user, else PGUSER, else the OS user.
+[[nodiscard]] std::string role_of(const std::string& conninfo);
 
 // The connection string with any password replaced by "********"; never throws.
 [[nodiscard]] std::string redact_conninfo(const std::string& conninfo);

@@ -2,7 +2,6 @@
 
 #include <pqxx/pqxx>
 
-#include <random>
 #include <thread>
 
 #include "relay/core/errors.hpp"
@@ -17,14 +16,6 @@ constexpr const char* kChannel = "outbox_relay_lanes";
 std::int64_t ms(std::chrono::milliseconds d) { return static_cast<std::int64_t>(d.count()); }
 
 }  // namespace
-
-std::string make_instance_id(const std::string& host, int pid) {
-  std::random_device rd;
-  std::uniform_int_distribution<unsigned> dist(0, 0xffff);
-  char suffix[5];
-  std::snprintf(suffix, sizeof suffix, "%04x", dist(rd));
-  return host + ":" + std::to_string(pid) + ":" + suffix;
-}
 
 struct PgLeaseStore::Session {
   struct Listener final : pqxx::notification_receiver {
@@ -52,16 +43,70 @@ PgLeaseStore::~PgLeaseStore() = default;
 
 void PgLeaseStore::reset() { conn_.reset(); }
 
+// The id's lock: one bigint per (schema, id), apart from migrate's own advisory lock.
+bool PgLeaseStore::try_lock(Session& s, const std::string& id) {
+  pqxx::nontransaction tx(s.conn);
+  return tx
+      .exec_params("SELECT pg_try_advisory_lock(hashtextextended('outbox_relay_instance:' || $1 || ':' || $2, 0))",
+                   options_.schema, id)[0][0]
+      .as<bool>();
+}
+
 PgLeaseStore::Session& PgLeaseStore::session() {
   if (conn_ && conn_->conn.is_open()) return *conn_;
   conn_.reset();
   try {
-    conn_ = std::make_unique<Session>(options_.conninfo, options_.schema);
+    auto fresh = std::make_unique<Session>(options_.conninfo, options_.schema);
+    // A new session holds no lock: take the id's again before anything is renewed. If the
+    // session dropped, the keeper has already given up its lanes (LeaseStore's contract).
+    if (claimed_ && !try_lock(*fresh, options_.instance))
+      throw InstanceIdHeld("instance id " + options_.instance +
+                           " is held by another live process since this one's lease session dropped; "
+                           "this process publishes nothing until it gets it back");
+    conn_ = std::move(fresh);
+  } catch (const InstanceIdHeld&) {
+    throw;
   } catch (...) {
     conn_.reset();
     rethrow_translated("connecting the lease keeper");
   }
   return *conn_;
+}
+
+std::string PgLeaseStore::claim(const std::vector<std::string>& candidates, std::chrono::milliseconds wait_first) {
+  claimed_ = false;
+  conn_.reset();  // drop any lock a previous claim left
+  auto& s = session();
+  std::string holders;
+  try {
+    for (std::size_t i = 0; i < candidates.size(); ++i) {
+      const auto& id = candidates[i];
+      bool locked = try_lock(s, id);
+      for (auto until = std::chrono::steady_clock::now() + wait_first;
+           !locked && i == 0 && std::chrono::steady_clock::now() < until;) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+        locked = try_lock(s, id);
+      }
+      if (!locked) {
+        auto who = pqxx::nontransaction(s.conn).exec_params(
+            "SELECT host || ' pid ' || pid FROM " + instances_ + " WHERE instance = $1", id);
+        holders += (holders.empty() ? "" : ", ") + id + (who.empty() ? "" : " (" + who[0][0].as<std::string>() + ")");
+        continue;
+      }
+      pqxx::work tx(s.conn);
+      tx.exec_params("UPDATE " + lanes_ + " SET epoch = epoch + 1, acquired_at = now() "
+                     "WHERE owner = $1 AND lease_until > now()", id);
+      tx.commit();
+      options_.instance = id;
+      claimed_ = true;
+      return id;
+    }
+  } catch (...) {
+    reset();
+    rethrow_translated("claiming the instance id");
+  }
+  throw InstanceIdHeld("every instance id this process may use is held by a live process: " + holders +
+                       "; set ownership.instance_id to a free one, or stop the other process");
 }
 
 LeaseStore::Renewal PgLeaseStore::renew(std::span<const int> release, std::chrono::milliseconds ttl) {
@@ -73,7 +118,8 @@ LeaseStore::Renewal PgLeaseStore::renew(std::span<const int> release, std::chron
     auto joined = tx.exec_params(
         "INSERT INTO " + instances_ + " AS i (instance, host, pid, expires_at) "
         "VALUES ($1, $2, $3, now() + $4 * interval '1 millisecond') "
-        "ON CONFLICT (instance) DO UPDATE SET seen_at = now(), expires_at = excluded.expires_at "
+        "ON CONFLICT (instance) DO UPDATE SET seen_at = now(), expires_at = excluded.expires_at, "
+        "host = excluded.host, pid = excluded.pid "
         "RETURNING (xmax = 0)",
         options_.instance, options_.host, options_.pid, ms(ttl));
     changed = joined[0][0].as<bool>();
@@ -158,8 +204,8 @@ bool PgLeaseStore::await_change(std::chrono::milliseconds timeout) {
     return std::exchange(s.notified, false);
   } catch (...) {
     reset();
-    std::this_thread::sleep_for(timeout);  // database away: the next renewal reports it
-    return false;
+    std::this_thread::sleep_for(timeout);  // database away: not a busy loop
+    throw TransientError("the lease session was lost while waiting for lane changes");
   }
 }
 

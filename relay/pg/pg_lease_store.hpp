@@ -5,7 +5,9 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
+#include "relay/core/errors.hpp"
 #include "relay/core/ownership.hpp"
 
 namespace outbox::relay::pg {
@@ -17,15 +19,30 @@ inline constexpr int kLaneCount = 64;
 struct PgLeaseOptions {
   std::string conninfo;  // hardened; a statement timeout well under the lease ttl
   std::string schema = "public";
-  std::string instance;  // unique per process
+  std::string instance;  // set by claim()
   std::string host;
   int pid = 0;
+};
+
+// No candidate instance id could be claimed: each is held by a live process.
+class InstanceIdHeld : public TransientError {
+ public:
+  using TransientError::TransientError;
 };
 
 class PgLeaseStore final : public LeaseStore {
  public:
   explicit PgLeaseStore(PgLeaseOptions options);
   ~PgLeaseStore() override;
+
+  // Takes the first of `candidates` no live process holds, by a session-level advisory lock
+  // on the keeper's session: the kernel closes a dead process's connection and PostgreSQL
+  // releases its lock, so a restarted process gets its old id back at once, while a live one
+  // keeps it. The first candidate is waited for up to `wait_first` (a killed process's
+  // backend may take a moment to go). Lanes still leased to the id belonged to a process
+  // whose keeper session is gone; they become this process's with a new epoch. Throws
+  // InstanceIdHeld when every candidate is taken, TransientError when the database is away.
+  [[nodiscard]] std::string claim(const std::vector<std::string>& candidates, std::chrono::milliseconds wait_first);
 
   [[nodiscard]] Renewal renew(std::span<const int> release, std::chrono::milliseconds ttl) override;
   [[nodiscard]] std::vector<LaneLease> acquire(int max_lanes, std::chrono::milliseconds ttl) override;
@@ -36,14 +53,13 @@ class PgLeaseStore final : public LeaseStore {
   struct Session;
   Session& session();
   void reset();
+  bool try_lock(Session& s, const std::string& id);
 
   PgLeaseOptions options_;
   std::string lanes_;      // quoted schema.outbox_relay_lanes
   std::string instances_;  // quoted schema.outbox_relay_instances
   std::unique_ptr<Session> conn_;
+  bool claimed_ = false;
 };
-
-// "host:pid:random" — unique for this process's life, readable in status output.
-[[nodiscard]] std::string make_instance_id(const std::string& host, int pid);
 
 }  // namespace outbox::relay::pg

@@ -11,6 +11,7 @@
 #include <string>
 
 #include "relay/core/outbox_store.hpp"
+#include "relay/pg/sql_text.hpp"  // quoted_identifier, array literals: many users reach them here
 
 namespace pqxx {
 class transaction_base;
@@ -57,7 +58,7 @@ class PgOutboxStore final : public OutboxStore {
 
  private:
   struct Session;  // owns the pqxx::connection (concrete type: connection_base's destructor is not virtual)
-  Session& session();  // connects (and, for the store, takes the lock) when needed
+  Session& session();  // connects when needed
   void reset();
   // A head scan read with this snapshot xmin and reopen count: fix the settled prefix for the
   // read-ahead fetches until the next head scan.
@@ -87,13 +88,5 @@ class PgOutboxStore final : public OutboxStore {
   bool sequence_known_ = false;
   std::chrono::steady_clock::time_point sampled_at_{};
 };
-
-// Quotes a schema or table name after checking it is a plain identifier; throws ConfigError.
-[[nodiscard]] std::string quoted_identifier(const std::string& name, const std::string& key);
-
-// PostgreSQL array literals for bind parameters ("{1,2}", "{\"a\",\"b\"}").
-[[nodiscard]] std::string bigint_array_literal(std::span<const std::int64_t> values);
-[[nodiscard]] std::string int_array_literal(std::span<const int> values);
-[[nodiscard]] std::string text_array_literal(const std::vector<std::string>& values);
 
 }  // namespace outbox::relay::pg

@@ -20,7 +20,7 @@ class PgWakeup final : public Wakeup {
  private:
   struct Listener;
   struct Session;  // owns the pqxx::connection (concrete type: connection_base's destructor is not virtual)
-  Session& session();  // connects (and, for the store, takes the lock) when needed
+  Session& session();  // connects when needed
   void reset();
 
   std::string conninfo_;

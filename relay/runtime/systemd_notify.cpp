@@ -1,4 +1,4 @@
-#include "relay/app/systemd_notify.hpp"
+#include "relay/runtime/systemd_notify.hpp"
 
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -8,7 +8,7 @@
 #include <cstring>
 #include <string_view>
 
-namespace outbox::relay::app {
+namespace outbox::relay::runtime {
 
 SystemdNotifier::SystemdNotifier() {
   const char* socket_path = std::getenv("NOTIFY_SOCKET");
@@ -45,4 +45,4 @@ void SystemdNotifier::notify(const std::string& state) const {
   (void)::sendto(fd_, state.data(), state.size(), MSG_NOSIGNAL, reinterpret_cast<const sockaddr*>(&addr), len);
 }
 
-}  // namespace outbox::relay::app
+}  // namespace outbox::relay::runtime

@@ -7,7 +7,7 @@
 #include <optional>
 #include <string>
 
-namespace outbox::relay::app {
+namespace outbox::relay::runtime {
 
 class SystemdNotifier {
  public:
@@ -28,4 +28,4 @@ class SystemdNotifier {
   std::optional<std::chrono::microseconds> watchdog_;
 };
 
-}  // namespace outbox::relay::app
+}  // namespace outbox::relay::runtime

@@ -1,6 +1,8 @@
 -- Least-privilege role for outbox-relay. Run as the owner of the outbox tables, e.g.
---   psql -v relay_password="'...'" -f schema/roles/relay_role.sql
--- (or create the role without a password and use a client certificate / passfile).
+--   psql -v relay_password="'...'" -v schema=orders -f schema/roles/relay_role.sql
+-- (or create the role without a password and use a client certificate / passfile). Without
+-- -v schema the grants go to the connection's current schema: name the one `migrate` used
+-- (database.schema) when it is not the first on the search_path.
 -- The relay may read outbox_events and write only its bookkeeping columns; it has no
 -- access to business tables and no superuser, createdb, createrole or replication.
 
@@ -16,7 +18,14 @@ $$;
 ALTER ROLE outbox_relay PASSWORD :relay_password;
 \endif
 
-GRANT USAGE ON SCHEMA public TO outbox_relay;
+\if :{?schema}
+SELECT set_config('search_path', :'schema', false) AS search_path \gset
+\endif
+DO $$
+BEGIN
+    EXECUTE format('GRANT USAGE ON SCHEMA %I TO outbox_relay', current_schema());
+END
+$$;
 GRANT SELECT ON outbox_events TO outbox_relay;
 GRANT UPDATE (published_at, attempts, next_attempt_at, last_error, dead_lettered_at)
     ON outbox_events TO outbox_relay;

@@ -51,6 +51,7 @@ class InstantPublisher final : public Publisher {
     n_ = 0;
     return r;
   }
+  void abandon() override {}
 
  private:
   std::size_t n_ = 0;

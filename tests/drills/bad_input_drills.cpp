@@ -8,7 +8,7 @@
 #include <filesystem>
 #include <fstream>
 
-#include "relay/app/commands.hpp"
+#include "relay/app/exit_codes.hpp"
 #include "tests/drills/drill_harness.hpp"
 #include "tests/integration/pg_fixture.hpp"
 

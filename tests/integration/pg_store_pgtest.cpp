@@ -260,6 +260,73 @@ TEST_CASE("the relay role from schema/roles/relay_role.sql can do the relay's wo
   CHECK(test::scalar(url, "SELECT count(*) FROM outbox_relay_lanes WHERE owner IS NOT NULL") == 0);
 }
 
+namespace {
+
+// The relay role of schema/roles/relay_role.sql over `url` (run through psql, as an operator
+// would), granted in `schema`.
+std::string relay_role_url(const std::string& url, const std::string& schema = "") {
+  std::string cmd = "psql -X -q -v ON_ERROR_STOP=1 " + (schema.empty() ? "" : "-v schema=" + schema + " ") + "-d \"" +
+                    url + "\" -f " OUTBOX_SOURCE_DIR "/schema/roles/relay_role.sql >/dev/null";
+  REQUIRE(std::system(cmd.c_str()) == 0);
+  auto params = parse_conninfo(url, "test");
+  params["user"] = "outbox_relay";
+  return render_conninfo(params);
+}
+
+}  // namespace
+
+TEST_CASE("the relay role cannot purge a row it did not mark long ago, nor purge with a short window",
+          "[pg][security]") {
+  auto url = test::fresh_database();
+  const auto relay_url = relay_role_url(url);
+  test::insert_events(url, 5, 1);
+  test::exec(url, "UPDATE outbox_events SET created_at = now() - interval '3 days'");
+  pqxx::connection c(relay_url);
+  // A pending row made to look published a day ago, by the relay's role.
+  {
+    pqxx::work tx(c);
+    tx.exec("UPDATE outbox_events SET published_at = now() - interval '1 day' WHERE seq <= 2");
+    tx.commit();
+  }
+  CHECK(test::scalar(url, "SELECT count(*) FROM outbox_events WHERE published_at < now() - interval '1 hour'") == 0);
+  auto purge = [&](long window_s) {
+    pqxx::work tx(c);
+    auto r = tx.exec_params("SELECT deleted FROM outbox_purge_published(0, 1000, $1)", window_s);
+    tx.commit();
+    return r[0][0].as<long>();
+  };
+  CHECK(purge(3600) == 0);
+  CHECK_THROWS_AS(purge(0), pqxx::sql_error);
+  CHECK_THROWS_AS(purge(60), pqxx::sql_error);
+  {
+    // Nor by lowering the minimum in its own session.
+    pqxx::work tx(c);
+    tx.exec("SET outbox_relay.min_purge_window_s = '0'");
+    CHECK_THROWS_AS(tx.exec("SELECT deleted FROM outbox_purge_published(0, 1000, 0)"), pqxx::sql_error);
+  }
+  CHECK(test::scalar(url, "SELECT count(*) FROM outbox_events") == 5);
+  // The owner's own backdating (an operator, a test) is kept, and such rows do go.
+  test::exec(url, "UPDATE outbox_events SET published_at = now() - interval '2 days' WHERE seq = 5");
+  CHECK(purge(86'400) == 1);
+  // Every SECURITY DEFINER function resolves names in its schema, pg_temp last.
+  CHECK(test::scalar(url, "SELECT count(*) FROM pg_proc WHERE prosecdef AND pronamespace = 'public'::regnamespace "
+                          "AND NOT 'search_path=public, pg_temp' = ANY(proconfig)") == 0);
+  CHECK(test::scalar(url, "SELECT count(*) FROM pg_proc WHERE prosecdef AND pronamespace = 'public'::regnamespace") == 3);
+}
+
+TEST_CASE("the relay role script grants in the schema it is given, not in public", "[pg][security]") {
+  auto url = test::fresh_database();
+  test::exec(url, "CREATE SCHEMA orders");
+  PgMigrator(url, "orders").migrate();
+  const auto relay_url = relay_role_url(url, "orders");
+  test::exec(url, "INSERT INTO orders.outbox_events (aggregate_type, aggregate_id, event_type) VALUES ('order', 'o-1', 'x')");
+  PgOutboxStore store({harden_conninfo(relay_url, "outbox-relay-test", 10'000), "orders", MarkMode::update});
+  store.verify_schema();
+  CHECK(store.fetch({10, std::nullopt, {}}).size() == 1);
+  CHECK(test::scalar(url, "SELECT count(*) FROM information_schema.role_table_grants WHERE grantee = 'outbox_relay' "
+                          "AND table_schema = 'orders' AND table_name = 'outbox_events'") >= 1);
+}
+
 TEST_CASE("a read-ahead fetch counts each row's unpublished predecessors behind the cursor", "[pg][store]") {
   auto url = test::fresh_database();
   pqxx::connection slow(url);

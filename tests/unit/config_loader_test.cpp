@@ -3,6 +3,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <unistd.h>
 
 #include "relay/config/config_loader.hpp"
@@ -40,7 +41,7 @@ TEST_CASE("defaults hold when no source sets anything", "[config]") {
   auto c = load_config({});
   CHECK(c.relay.batch_size == 1000);
   CHECK(c.kafka.topic_template == "outbox.event.${aggregate_type}");
-  CHECK(c.relay.wakeup == "notify");
+  CHECK(c.relay.wakeup == Wakeup::notify);
   CHECK(c.database.schema == "public");
 }
 
@@ -164,4 +165,54 @@ TEST_CASE("Kubernetes service-link variables named OUTBOX_RELAY_* are not mistak
   CHECK(load_config(s).kafka.brokers == "k:9092");
   s.environment["OUTBOX_RELAY_HTTP_LISTN"] = "0.0.0.0:1";  // a misspelt setting still fails
   CHECK_THAT(load_error(s), Catch::Contains("OUTBOX_RELAY_HTTP_LISTN: unknown environment variable"));
+}
+
+TEST_CASE("a key given twice in the YAML file is refused, at any depth", "[config]") {
+  TempYaml top("relay:\n  batch_size: 10\nrelay:\n  batch_size: 20\n");
+  TempYaml nested("relay:\n  batch_size: 10\n  batch_size: 20\n");
+  TempYaml property("kafka:\n  properties:\n    linger.ms: 5\n    linger.ms: 50\n");
+  for (const auto* y : {&top, &nested, &property}) {
+    ConfigSources s;
+    s.file = y->path;
+    CHECK_THAT(load_error(s), Catch::Contains("given twice"));
+  }
+}
+
+TEST_CASE("a directory or an unreadable file as the config file is a config error", "[config]") {
+  ConfigSources s;
+  s.file = std::filesystem::temp_directory_path();
+  CHECK_THAT(load_error(s), Catch::Contains("is a directory"));
+  s.file = "/proc/self/mem";  // exists, cannot be read as a stream
+  CHECK_THAT(load_error(s), Catch::Contains("config file /proc/self/mem"));
+}
+
+TEST_CASE("every Kafka property that can carry a credential is redacted", "[config][secrets]") {
+  ConfigSources s;
+  s.overrides = {{"kafka.brokers", "k:9092"},
+                 {"kafka.properties.sasl.oauthbearer.config", "principal=svc clientSecret=oauth-S3cret"},
+                 {"kafka.properties.sasl.oauthbearer.client.secret", "client-S3cret"},
+                 {"kafka.properties.ssl.key.password", "key-S3cret"},
+                 {"kafka.properties.ssl.keystore.password", "store-S3cret"},
+                 {"kafka.properties.ssl.key.pem", "-----BEGIN PRIVATE KEY-----pem-S3cret"},
+                 {"kafka.properties.sasl.password", "sasl-S3cret"}};
+  auto c = load_config(s);
+  std::string all;
+  for (const auto& [k, v] : effective_config(c)) all += k + "=" + v + "\n";
+  CHECK_THAT(all, !Catch::Contains("S3cret"));
+  CHECK_THAT(all, Catch::Contains("kafka.properties.sasl.oauthbearer.config=********"));
+}
+
+TEST_CASE("choices load as typed values and show as their names", "[config]") {
+  ConfigSources s;
+  s.overrides = {{"relay.mark_mode", "delete"}, {"relay.wakeup", "poll"}, {"log.format", "text"}, {"log.level", "warn"}};
+  auto c = load_config(s);
+  CHECK(c.relay.mark_mode == MarkMode::remove);
+  CHECK(c.relay.wakeup == Wakeup::poll);
+  CHECK(c.log.format == LogFormat::text);
+  std::map<std::string, std::string> shown;
+  for (const auto& [k, v] : effective_config(c)) shown[k] = v;
+  CHECK(shown.at("relay.mark_mode") == "delete");
+  CHECK(shown.at("relay.wakeup") == "poll");
+  CHECK(shown.at("log.format") == "text");
+  CHECK(shown.at("log.level") == "warn");
 }

@@ -1,9 +1,9 @@
 // The operator commands' text output: what counts as printable, base64, cells, durations.
 #include <catch2/catch.hpp>
 
-#include "relay/app/console_format.hpp"
+#include "relay/cli/console_format.hpp"
 
-using namespace outbox::relay::app;
+using namespace outbox::relay::cli;
 
 TEST_CASE("payloads print as text only when they are valid, printable UTF-8", "[console]") {
   CHECK(printable_utf8("{\"amount\": 12}\n"));

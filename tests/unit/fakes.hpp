@@ -194,6 +194,12 @@ class FakePublisher final : public Publisher {
     return out;
   }
 
+  // Like the broker away and the outstanding messages purged: every queued one fails.
+  void abandon() override {
+    abandoned = true;
+    broker = [](const Message&) { return DeliveryResult{DeliveryStatus::transient_failure, "abandoned"}; };
+  }
+
   static std::string id_of(const Message& m) {
     for (const auto& [k, v] : m.headers)
       if (k == "id") return v.value_or("");
@@ -207,6 +213,7 @@ class FakePublisher final : public Publisher {
   std::vector<Message> log;
   int sends = 0;
   int awaits = 0;
+  bool abandoned = false;
 
  private:
   std::vector<Message> queued_;

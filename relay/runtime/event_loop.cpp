@@ -1,0 +1,80 @@
+#include "relay/runtime/event_loop.hpp"
+
+#include <csignal>
+
+namespace outbox::relay::runtime {
+
+using std::chrono::milliseconds;
+
+EventLoop::EventLoop(Logger& logger)
+    : logger_(logger), signals_(io_, SIGINT, SIGTERM), report_timer_(io_), watchdog_timer_(io_), deadline_timer_(io_) {}
+
+EventLoop::~EventLoop() { shutdown(); }
+
+void EventLoop::serve_http(const std::string& listen, http::HttpHandler handler, std::size_t max_connections) {
+  if (!listen.empty()) http_ = std::make_unique<http::HttpServer>(io_, listen, std::move(handler), max_connections);
+}
+
+void EventLoop::start(const RelayStats& stats, milliseconds report_every, milliseconds stall_limit,
+                      milliseconds shutdown_timeout, std::function<void()> on_deadline) {
+  signals_.async_wait([this, shutdown_timeout, on_deadline = std::move(on_deadline)](const boost::system::error_code& ec,
+                                                                                     int signo) {
+    if (ec) return;
+    logger_.log(LogLevel::info, "signal_received",
+                {{"signal", signo == SIGTERM ? "SIGTERM" : "SIGINT"},
+                 {"action", "draining"},
+                 {"shutdown_timeout_ms", std::to_string(shutdown_timeout.count())}});
+    stop_ = true;
+    systemd_.notify("STOPPING=1");
+    report_timer_.cancel();
+    deadline_timer_.expires_after(shutdown_timeout);
+    deadline_timer_.async_wait([this, on_deadline](const boost::system::error_code& e) {
+      if (e) return;
+      logger_.log(LogLevel::warn, "shutdown_deadline",
+                  {{"note", "abandoning what is still in flight; those rows stay unpublished and are sent again"}});
+      on_deadline();
+    });
+  });
+  schedule_report(stats, report_every);
+  if (auto timeout = systemd_.watchdog())
+    schedule_watchdog(stats, *timeout, std::max<std::chrono::microseconds>(*timeout, stall_limit));
+  thread_ = std::thread([this] { io_.run(); });
+}
+
+void EventLoop::shutdown() {
+  io_.stop();
+  if (thread_.joinable()) thread_.join();
+}
+
+void EventLoop::schedule_report(const RelayStats& stats, milliseconds every) {
+  report_timer_.expires_after(every);
+  report_timer_.async_wait([this, &stats, every](const boost::system::error_code& ec) {
+    if (ec || stop_) return;
+    logger_.log(LogLevel::info, "progress",
+                {{"published_total", std::to_string(stats.published_total.load())},
+                 {"failed_transient_total", std::to_string(stats.failed_transient_total.load())},
+                 {"failed_permanent_total", std::to_string(stats.failed_permanent_total.load())},
+                 {"dead_lettered_total", std::to_string(stats.dead_lettered_total.load())},
+                 {"batches_total", std::to_string(stats.batches_total.load())}});
+    schedule_report(stats, every);
+  });
+}
+
+// Pings systemd's watchdog at half its timeout, but only while the relay thread shows a
+// heartbeat younger than `stall_limit`: a hung relay thread stops the pings and systemd
+// restarts the service. Waiting for a database or broker is not a hang.
+void EventLoop::schedule_watchdog(const RelayStats& stats, std::chrono::microseconds timeout,
+                                  std::chrono::microseconds stall_limit) {
+  watchdog_timer_.expires_after(timeout / 2);
+  watchdog_timer_.async_wait([this, &stats, timeout, stall_limit](const boost::system::error_code& ec) {
+    if (ec) return;
+    const auto beat = std::chrono::nanoseconds(stats.heartbeat_ns.load());
+    if (std::chrono::steady_clock::now().time_since_epoch() - beat < stall_limit) systemd_.notify("WATCHDOG=1");
+    else
+      logger_.log(LogLevel::error, "watchdog_missed",
+                  {{"note", "the relay thread has not made progress; systemd will restart the service"}});
+    schedule_watchdog(stats, timeout, stall_limit);
+  });
+}
+
+}  // namespace outbox::relay::runtime

@@ -1,0 +1,63 @@
+// The relay's one event loop (Boost.Asio, a thread of its own): signals, the progress report,
+// systemd's watchdog, the shutdown deadline and the HTTP endpoint. Nothing on it waits on the
+// database or the broker: handlers read values other threads keep up to date.
+#pragma once
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "relay/runtime/systemd_notify.hpp"
+#include "relay/core/logger.hpp"
+#include "relay/core/relay_stats.hpp"
+#include "relay/http/http_server.hpp"
+
+namespace outbox::relay::runtime {
+
+class EventLoop {
+ public:
+  explicit EventLoop(Logger& logger);
+  ~EventLoop();
+  EventLoop(const EventLoop&) = delete;
+  EventLoop& operator=(const EventLoop&) = delete;
+
+  // Serves `handler` on `listen` (nothing when empty). Throws ConfigError on a bad address.
+  void serve_http(const std::string& listen, http::HttpHandler handler, std::size_t max_connections);
+
+  // SIGTERM/SIGINT set the stop flag; `shutdown_timeout` later `on_deadline` runs on the loop
+  // (it abandons what is still in flight). `stall_limit`: how long one step may keep the relay
+  // thread busy before the watchdog stops pinging systemd.
+  void start(const RelayStats& stats, std::chrono::milliseconds report_every, std::chrono::milliseconds stall_limit,
+             std::chrono::milliseconds shutdown_timeout, std::function<void()> on_deadline);
+
+  [[nodiscard]] const SystemdNotifier& systemd() const { return systemd_; }
+  [[nodiscard]] std::atomic<bool>& stop_flag() { return stop_; }
+  [[nodiscard]] unsigned short http_port() const { return http_ ? http_->port() : 0; }
+  [[nodiscard]] std::uint64_t http_refused() const { return http_ ? http_->refused_total() : 0; }
+
+  void shutdown();
+
+ private:
+  void schedule_report(const RelayStats& stats, std::chrono::milliseconds every);
+  void schedule_watchdog(const RelayStats& stats, std::chrono::microseconds timeout, std::chrono::microseconds stall_limit);
+
+  Logger& logger_;
+  SystemdNotifier systemd_;
+  boost::asio::io_context io_;
+  boost::asio::signal_set signals_;
+  boost::asio::steady_timer report_timer_;
+  boost::asio::steady_timer watchdog_timer_;
+  boost::asio::steady_timer deadline_timer_;
+  std::unique_ptr<http::HttpServer> http_;
+  std::thread thread_;
+  std::atomic<bool> stop_{false};
+};
+
+}  // namespace outbox::relay::runtime
