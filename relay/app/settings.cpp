@@ -1,73 +1,123 @@
 #include "relay/app/settings.hpp"
 
 #include <random>
-#include <string>
-#include <vector>
 
+#include "relay/app/instance_identity.hpp"
 #include "relay/core/errors.hpp"
-#include "relay/http/http_server.hpp"
-#include "relay/kafka/kafka_publisher.hpp"
-#include "relay/pg/pg_outbox_store.hpp"
+#include "relay/http/listen_address.hpp"
+#include "relay/kafka/kafka_settings.hpp"
+#include "relay/pg/sql_text.hpp"
 
 namespace outbox::relay::app {
-
 using std::chrono::milliseconds;
-
-MessageOptions message_options(const config::Config& c) {
-  MessageOptions m;
-  m.topic_template = c.kafka.topic_template;
-  m.row_topic_pattern = c.kafka.row_topic_pattern;
-  m.id_header = c.message.id_header;
-  m.event_type_header = c.message.event_type_header;
-  return m;
-}
-
-RelayOptions relay_options(const config::Config& c) {
-  RelayOptions o;
-  o.batch_size = static_cast<std::size_t>(c.relay.batch_size);
-  o.max_attempts = c.relay.max_attempts;
-  o.row_retry = {milliseconds(c.relay.retry_initial_ms), milliseconds(c.relay.retry_max_ms)};
-  o.rescan_interval = milliseconds(c.relay.rescan_interval_ms);
-  o.publisher_header = c.message.publisher_header;
-  o.transient_retry.jitter = 0.5;
-  o.jitter_seed = std::random_device{}();
-  return o;
-}
-
-LeaseOptions lease_options(const config::Config& c) {
-  LeaseOptions o;
-  o.ttl = milliseconds(c.ownership.lease_ttl_ms);
-  o.renew_interval = milliseconds(c.ownership.renew_interval_ms);
-  o.safety_margin = o.ttl / 10;
-  return o;
-}
 
 pg::ConnectionSettings connection_settings(const config::Config& c) {
   return pg::ConnectionSettings::from(c.database.url, c.database.password_file, c.database.application_name,
                                       c.database.statement_timeout_ms);
 }
 
-void validate(const config::Config& c) {
+DaemonSettings daemon_settings(const config::Config& c) {
+  // Every adapter's check runs once, here; a ConfigError of each is collected, not thrown, so
+  // the operator sees every problem at once.
   std::vector<std::string> errors;
-  auto check = [&](auto&& fn) {
-    try {
-      fn();
-    } catch (const ConfigError& e) {
-      errors.emplace_back(e.what());
-    }
-  };
-  check([&] { kafka::check_brokers(c.kafka.brokers); });
-  check([&] { MessageBuilder{message_options(c)}; });
-  check([&] { kafka::check_properties(c.kafka.properties); });
-  check([&] { (void)pg::quoted_identifier(c.database.schema, "database.schema"); });
-  check([&] { (void)connection_settings(c); });
-  check([&] { check_lease_options(lease_options(c)); });
-  check([&] { (void)http::parse_listen(c.http.listen.empty() ? ":0" : c.http.listen); });
+  DaemonSettings s;
+
+  // PostgreSQL: one connection-settings value renders every session.
+  s.schema = c.database.schema;
+  try {
+    (void)pg::quoted_identifier(c.database.schema, "database.schema");
+  } catch (const ConfigError& e) {
+    errors.emplace_back(e.what());
+  }
+  try {
+    const auto db = pg::ConnectionSettings::from(c.database.url, c.database.password_file, c.database.application_name,
+                                                 c.database.statement_timeout_ms);
+    s.database_shown = db.redacted();
+    s.role = db.role();
+    s.store.conninfo = db.conninfo();
+    s.lease_conninfo = db.conninfo("lease", c.ownership.lease_ttl_ms / 3);
+    s.status_conninfo = db.conninfo("status", 5'000);
+    if (c.relay.wakeup == config::Wakeup::notify) s.wakeup_conninfo = db.conninfo();
+    pg::RetentionOptions r;
+    r.conninfo = db.conninfo("retention", 60'000);
+    r.schema = c.database.schema;
+    if (c.relay.mark_mode == config::MarkMode::update) r.published_window = std::chrono::hours(c.retention.published_hours);
+    r.inbox_window = std::chrono::hours(c.retention.inbox_hours);
+    r.batch_size = static_cast<std::size_t>(c.retention.batch_size);
+    if (r.published_window.count() > 0 || r.inbox_window.count() > 0) s.retention = r;
+  } catch (const ConfigError& e) {
+    errors.emplace_back(e.what());
+  }
+  s.store.schema = c.database.schema;
+  s.store.mark_mode = c.relay.mark_mode == config::MarkMode::remove ? pg::MarkMode::remove : pg::MarkMode::update;
+  s.retention_every = std::chrono::seconds(c.retention.interval_s);
+
+  // Kafka: the broker list and every pass-through property, checked here and only here.
+  try {
+    kafka::check_brokers(c.kafka.brokers);
+  } catch (const ConfigError& e) {
+    errors.emplace_back(e.what());
+  }
+  try {
+    kafka::check_properties(c.kafka.properties);
+    // A payload the producer would refuse (message.max.bytes) is a bad row before it is read.
+    if (auto it = c.kafka.properties.find("message.max.bytes"); it != c.kafka.properties.end())
+      s.store.max_payload_bytes = std::stoul(it->second);
+  } catch (const ConfigError& e) {
+    errors.emplace_back(e.what());
+  }
+  s.kafka = {c.kafka.brokers, milliseconds(c.kafka.delivery_timeout_ms), c.kafka.client_id, c.kafka.properties};
+
+  // The core.
+  MessageOptions m;
+  m.topic_template = c.kafka.topic_template;
+  m.row_topic_pattern = c.kafka.row_topic_pattern;
+  m.id_header = c.message.id_header;
+  m.event_type_header = c.message.event_type_header;
+  try {
+    s.messages.emplace(m);
+  } catch (const ConfigError& e) {
+    errors.emplace_back(e.what());
+  }
+  s.relay.batch_size = static_cast<std::size_t>(c.relay.batch_size);
+  s.relay.max_attempts = c.relay.max_attempts;
+  s.relay.row_retry = {milliseconds(c.relay.retry_initial_ms), milliseconds(c.relay.retry_max_ms)};
+  s.relay.rescan_interval = milliseconds(c.relay.rescan_interval_ms);
+  s.relay.publisher_header = c.message.publisher_header;
+  s.relay.transient_retry.jitter = 0.5;
+  s.relay.jitter_seed = std::random_device{}();
+  s.runner.poll_interval = milliseconds(c.relay.poll_interval_ms);
+  s.runner.linger = milliseconds(c.relay.linger_ms);
+  s.runner.shutdown_timeout = milliseconds(c.relay.shutdown_timeout_ms);
+  s.lease.ttl = milliseconds(c.ownership.lease_ttl_ms);
+  s.lease.renew_interval = milliseconds(c.ownership.renew_interval_ms);
+  s.lease.safety_margin = s.lease.ttl / 10;
+  try {
+    check_lease_options(s.lease);
+  } catch (const ConfigError& e) {
+    errors.emplace_back(e.what());
+  }
+
+  // Where it runs: the instance ids it may claim, the HTTP endpoint.
+  const auto where = surroundings();
+  s.hostname = where.hostname;
+  s.instance_candidates = instance_id_candidates(c.ownership.instance_id, where);
+  try {
+    if (!c.http.listen.empty()) s.http = http::parse_listen(c.http.listen);
+  } catch (const ConfigError& e) {
+    errors.emplace_back(e.what());
+  }
+  s.ready_window = std::max(milliseconds(10'000), 3 * milliseconds(c.relay.poll_interval_ms));
+  s.stall_limit = milliseconds(c.kafka.delivery_timeout_ms) + milliseconds(c.database.statement_timeout_ms) +
+                  std::chrono::seconds(10);
+  s.summary = {c.kafka.brokers, std::to_string(c.relay.batch_size), config::name_of(c.relay.wakeup),
+               config::name_of(c.relay.mark_mode)};
   if (!errors.empty()) {
     std::string msg = "invalid configuration:";
     for (const auto& e : errors) msg += "\n  " + e;
     throw ConfigError(msg);
   }
+  return s;
 }
 
 }  // namespace outbox::relay::app

@@ -9,11 +9,12 @@
 #include <cstring>
 #include <fstream>
 #include <functional>
+#include <iterator>
 #include <regex>
 #include <set>
 
 #include "relay/core/errors.hpp"
-#include "relay/kafka/kafka_publisher.hpp"
+#include "relay/kafka/kafka_settings.hpp"
 #include "relay/pg/pg_conninfo.hpp"
 
 extern char** environ;
@@ -272,10 +273,17 @@ class Loader {
     YAML::Node root;
     std::error_code ec;
     if (std::filesystem::is_directory(path, ec)) return error("config file " + path.string() + ": is a directory");
-    std::ifstream in(path);
-    if (!in) return error("config file " + path.string() + ": cannot be read (" + std::strerror(errno) + ")");
+    // Read whole first: a read error is reported here, never met half-way by the parser.
+    std::ifstream in(path, std::ios::binary);
+    std::string text;
     try {
-      root = YAML::Load(in);
+      if (in) text.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+    } catch (const std::exception&) {
+      in.setstate(std::ios::badbit);  // libstdc++'s filebuf throws on a read error
+    }
+    if (!in && !in.eof()) return error("config file " + path.string() + ": cannot be read (" + std::strerror(errno) + ")");
+    try {
+      root = YAML::Load(text);
     } catch (const YAML::ParserException& e) {
       return error("config file " + path.string() + ":" + std::to_string(e.mark.line + 1) + ":" +
                    std::to_string(e.mark.column + 1) + ": malformed YAML: " + e.msg);

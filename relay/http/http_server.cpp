@@ -3,7 +3,6 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 
-#include <algorithm>
 #include <memory>
 
 #include "relay/core/errors.hpp"
@@ -75,37 +74,17 @@ class Exchange : public std::enable_shared_from_this<Exchange> {
 
 using detail::Exchange;
 
-tcp::endpoint parse_listen(const std::string& listen) {
-  auto colon = listen.rfind(':');
-  if (colon == std::string::npos || colon + 1 == listen.size())
-    throw ConfigError("http.listen: expected host:port or :port, got \"" + listen + "\"");
-  std::string host = listen.substr(0, colon);
-  if (host.size() > 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
-  const std::string digits = listen.substr(colon + 1);
-  long port = -1;
-  if (digits.size() <= 5 && std::all_of(digits.begin(), digits.end(), [](char ch) { return ch >= '0' && ch <= '9'; }))
-    port = std::stol(digits);
-  if (port < 0 || port > 65535)
-    throw ConfigError("http.listen: the port must be a number 0..65535, got \"" + digits + "\"");
-  if (host.empty()) host = "0.0.0.0";
-  if (host == "localhost") host = "127.0.0.1";
-  boost::system::error_code ec;
-  auto addr = boost::asio::ip::make_address(host, ec);
-  if (ec)
-    throw ConfigError("http.listen: \"" + host + "\" is not an IP address (use 127.0.0.1, localhost, 0.0.0.0, :: or :port)");
-  return {addr, static_cast<unsigned short>(port)};
-}
-
-HttpServer::HttpServer(boost::asio::io_context& io, const std::string& listen, HttpHandler handler,
+HttpServer::HttpServer(boost::asio::io_context& io, const tcp::endpoint& endpoint, HttpHandler handler,
                        std::size_t max_connections)
     : io_(io), acceptor_(io), handler_(std::move(handler)), max_connections_(max_connections) {
-  auto endpoint = parse_listen(listen);
   boost::system::error_code ec;
   acceptor_.open(endpoint.protocol(), ec);
   if (!ec) acceptor_.set_option(boost::asio::socket_base::reuse_address(true), ec);
   if (!ec) acceptor_.bind(endpoint, ec);
   if (!ec) acceptor_.listen(boost::asio::socket_base::max_listen_connections, ec);
-  if (ec) throw ConfigError("http.listen: cannot listen on " + listen + " (" + ec.message() + ")");
+  if (ec)
+    throw ConfigError("http.listen: cannot listen on " + endpoint.address().to_string() + ":" +
+                      std::to_string(endpoint.port()) + " (" + ec.message() + ")");
   accept();
 }
 

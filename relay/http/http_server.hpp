@@ -28,10 +28,10 @@ class Exchange;  // one connection
 
 class HttpServer {
  public:
-  // `listen` as parse_listen() takes it. Throws ConfigError naming http.listen when it cannot
-  // be parsed or bound. At most `max_connections` connections are open at once (a request has
+  // Throws ConfigError naming http.listen when `endpoint` cannot be bound. At most `max_connections` connections are open at once (a request has
   // 5 s to arrive); a new one beyond that closes the oldest, which is counted.
-  HttpServer(boost::asio::io_context& io, const std::string& listen, HttpHandler handler, std::size_t max_connections);
+  HttpServer(boost::asio::io_context& io, const boost::asio::ip::tcp::endpoint& endpoint, HttpHandler handler,
+             std::size_t max_connections);
 
   [[nodiscard]] unsigned short port() const;
   [[nodiscard]] std::uint64_t refused_total() const { return refused_total_; }
@@ -47,9 +47,5 @@ class HttpServer {
   std::deque<std::weak_ptr<detail::Exchange>> exchanges_;  // open connections, oldest first
   std::atomic<std::uint64_t> refused_total_{0};
 };
-
-// "host:port", "[v6]:port", ":port" (every interface) or "localhost:port" (127.0.0.1); the
-// port 0..65535 (0: any free one). Throws ConfigError naming http.listen.
-[[nodiscard]] boost::asio::ip::tcp::endpoint parse_listen(const std::string& listen);
 
 }  // namespace outbox::relay::http

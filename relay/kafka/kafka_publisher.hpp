@@ -25,25 +25,10 @@ struct KafkaOptions {
   std::string brokers;  // bootstrap.servers
   std::chrono::milliseconds delivery_timeout{30'000};  // message.timeout.ms
   std::string client_id = "outbox-relay";
-  // Raw librdkafka properties, applied after the relay's own defaults (they win), except the
-  // ones at-least-once delivery depends on, which are checked (see check_properties()).
+  // Raw librdkafka properties, applied after the relay's own defaults (they win); checked by
+  // check_properties() (kafka_settings.hpp) before they get here.
   std::map<std::string, std::string> properties;
 };
-
-// Throws ConfigError naming `kafka.properties.<name>` for settings that would break per-key
-// order or at-least-once (contract 10: idempotence, acks, gapless, in-flight limit, partitioner,
-// queuing strategy, error-only delivery reports, transactions, retries, delivery timeout) and
-// for names or values librdkafka refuses.
-void check_properties(const std::map<std::string, std::string>& properties);
-
-// Properties whose value can carry a credential (passwords, secrets, keys, tokens, OAuth and
-// JAAS configurations): shown as ******** and never echoed in an error.
-[[nodiscard]] bool secret_property(const std::string& name);
-
-// Throws ConfigError naming kafka.brokers unless it is a comma-separated list of host[:port]
-// (optionally protocol://host:port); a list that cannot be parsed would otherwise be a
-// resolver retry loop.
-void check_brokers(const std::string& brokers);
 
 class KafkaPublisher final : public Publisher {
  public:

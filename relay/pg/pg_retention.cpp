@@ -2,10 +2,14 @@
 
 #include <pqxx/pqxx>
 
+
+#include <condition_variable>
 #include <limits>
+#include <mutex>
 
 #include "outbox/retention.hpp"
 #include "relay/core/errors.hpp"
+#include "relay/pg/pg_conninfo.hpp"
 #include "relay/pg/pg_errors.hpp"
 #include "relay/pg/pg_outbox_store.hpp"
 
@@ -67,6 +71,31 @@ RetentionPass PgRetention::run_once() {
     rethrow_translated("removing old rows (retention)");
   }
   return pass;
+}
+
+void PgRetention::run_every(std::chrono::seconds every, std::stop_token halt, std::atomic<std::uint64_t>& deleted_total,
+                            Logger& logger) {
+  std::mutex m;
+  std::condition_variable_any cv;
+  for (bool failing = false; !halt.stop_requested();) {
+    try {
+      auto pass = run_once();
+      deleted_total += pass.published_deleted + pass.inbox_deleted;
+      if (pass.published_deleted + pass.inbox_deleted > 0 || failing)
+        logger.log(LogLevel::info, "retention_pass",
+                   {{"published_deleted", std::to_string(pass.published_deleted)},
+                    {"inbox_deleted", std::to_string(pass.inbox_deleted)}});
+      failing = false;
+    } catch (const TransientError& e) {
+      if (!failing) logger.log(LogLevel::warn, "retention_failed", {{"error", redact_conninfo(e.what())}});
+      failing = true;
+    } catch (const FatalError& e) {
+      logger.log(LogLevel::error, "retention_disabled", {{"error", e.what()}});
+      return;
+    }
+    std::unique_lock lock(m);
+    cv.wait_for(lock, halt, every, [] { return false; });
+  }
 }
 
 }  // namespace outbox::relay::pg

@@ -3,10 +3,14 @@
 // own short transaction; rows not yet published (pending or dead-lettered) are never touched.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstddef>
 #include <memory>
+#include <stop_token>
 #include <string>
+
+#include "relay/core/logger.hpp"
 
 namespace outbox::relay::pg {
 
@@ -32,6 +36,12 @@ class PgRetention {
   // One pass over both tables. Throws TransientError when the database is away, FatalError
   // when the inbox window is set but the schema has no consumer_inbox table.
   RetentionPass run_once();
+
+  // Passes every `every` until `halt`; a failed pass is logged and tried again at the next
+  // one, a misconfiguration (FatalError) is logged once and ends retention, not the relay.
+  // Adds what it deleted to `deleted_total`.
+  void run_every(std::chrono::seconds every, std::stop_token halt, std::atomic<std::uint64_t>& deleted_total,
+                 Logger& logger);
 
  private:
   struct Session;

@@ -11,8 +11,9 @@ EventLoop::EventLoop(Logger& logger)
 
 EventLoop::~EventLoop() { shutdown(); }
 
-void EventLoop::serve_http(const std::string& listen, http::HttpHandler handler, std::size_t max_connections) {
-  if (!listen.empty()) http_ = std::make_unique<http::HttpServer>(io_, listen, std::move(handler), max_connections);
+void EventLoop::serve_http(const boost::asio::ip::tcp::endpoint& endpoint, http::HttpHandler handler,
+                           std::size_t max_connections) {
+  http_ = std::make_unique<http::HttpServer>(io_, endpoint, std::move(handler), max_connections);
 }
 
 void EventLoop::start(const RelayStats& stats, milliseconds report_every, milliseconds stall_limit,

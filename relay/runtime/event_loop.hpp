@@ -28,8 +28,8 @@ class EventLoop {
   EventLoop(const EventLoop&) = delete;
   EventLoop& operator=(const EventLoop&) = delete;
 
-  // Serves `handler` on `listen` (nothing when empty). Throws ConfigError on a bad address.
-  void serve_http(const std::string& listen, http::HttpHandler handler, std::size_t max_connections);
+  // Serves `handler` on `endpoint`. Throws ConfigError when it cannot be bound.
+  void serve_http(const boost::asio::ip::tcp::endpoint& endpoint, http::HttpHandler handler, std::size_t max_connections);
 
   // SIGTERM/SIGINT set the stop flag; `shutdown_timeout` later `on_deadline` runs on the loop
   // (it abandons what is still in flight). `stall_limit`: how long one step may keep the relay

@@ -3,7 +3,7 @@
 #include <catch2/catch.hpp>
 
 #include "relay/core/errors.hpp"
-#include "relay/kafka/kafka_publisher.hpp"
+#include "relay/kafka/kafka_settings.hpp"
 
 using namespace outbox::relay;
 
