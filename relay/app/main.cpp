@@ -12,6 +12,7 @@
 #include "relay/config/config_loader.hpp"
 #include "relay/core/errors.hpp"
 #include "relay/pg/pg_conninfo.hpp"
+#include "relay/runtime/event_loop.hpp"
 
 using namespace outbox::relay;
 
@@ -47,6 +48,8 @@ int main(int argc, char** argv) {
     int code = parser.exit(e);
     return code == 0 ? 0 : admin.selected() ? app::kExitUsage : app::kExitConfig;
   }
+  // `run` only: an operator's Ctrl-C must still end `status` or `migrate` at once.
+  if (run->parsed()) runtime::remember_early_stop_signals();
   if (reference->parsed()) return cli::run_config_reference();
 
   config::ConfigSources sources;

@@ -1,5 +1,7 @@
 #include "relay/pg/outbox_rows.hpp"
 
+#include "relay/pg/sql_text.hpp"
+
 #include <nlohmann/json.hpp>
 
 #include <limits>
@@ -90,8 +92,7 @@ std::string fetch_where(const std::string& schema, bool excluding, int first_exc
   std::string sql =
       "WHERE e.published_at IS NULL AND e.dead_lettered_at IS NULL AND e.seq > $1 "
       "AND ($3::int[] IS NULL OR " + lane + " = ANY($3::int[])) "
-      "AND NOT EXISTS (SELECT 1 FROM " + table + " d WHERE d.dead_lettered_at IS NOT NULL "
-      "AND d.aggregate_type = e.aggregate_type AND d.aggregate_id = e.aggregate_id AND d.seq < e.seq) ";
+      "AND NOT " + behind_dead_letter(table, "e") + " ";
   if (excluding)
     sql += "AND NOT EXISTS (SELECT 1 FROM unnest($" + std::to_string(first_excluded) + "::text[], $" +
            std::to_string(first_excluded + 1) + "::text[]) AS x(t, i) "

@@ -166,9 +166,8 @@ Activity PgAdmin::activity() {
     // Pending rows the relay's fetch leaves out (an earlier dead letter in their aggregate), counted
     // like the backlog through the partial index of pending rows.
     auto h = tx.exec("SELECT " + iso("now()") + ", (SELECT count(*) FROM " + table_ +
-                     " e WHERE e.published_at IS NULL AND e.dead_lettered_at IS NULL AND EXISTS (SELECT 1 FROM " +
-                     table_ + " d WHERE d.dead_lettered_at IS NOT NULL AND d.aggregate_type = e.aggregate_type "
-                     "AND d.aggregate_id = e.aggregate_id AND d.seq < e.seq))");
+                     " e WHERE e.published_at IS NULL AND e.dead_lettered_at IS NULL AND " +
+                     behind_dead_letter(table_, "e") + ")");
     a.now = h[0][0].as<std::string>();
     a.held_back = h[0][1].as<long long>();
     for (const auto& row : r) {
@@ -353,8 +352,7 @@ ReplayOutcome PgAdmin::replay(const ReplaySelector& sel, long long limit, bool d
     const std::string picked = "SELECT e.seq FROM " + table_ + " e WHERE " + where + " ORDER BY e.seq LIMIT " + cap;
     const std::string summary =
         "SELECT count(*), min(r.seq), max(r.seq), count(DISTINCT (r.aggregate_type, r.aggregate_id)), "
-        "count(*) FILTER (WHERE EXISTS (SELECT 1 FROM " + table_ + " d WHERE d.dead_lettered_at IS NOT NULL "
-        "AND d.aggregate_type = r.aggregate_type AND d.aggregate_id = r.aggregate_id AND d.seq < r.seq)) FROM r";
+        "count(*) FILTER (WHERE " + behind_dead_letter(table_, "r") + ") FROM r";
     const std::string sql =
         dry_run ? "WITH r AS (SELECT e.seq, e.aggregate_type, e.aggregate_id FROM " + table_ +
                       " e WHERE e.seq IN (" + picked + ")) " + summary

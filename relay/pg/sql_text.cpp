@@ -43,4 +43,9 @@ std::string text_array_literal(const std::vector<std::string>& values) {
   return s + "}";
 }
 
+std::string behind_dead_letter(const std::string& table, const std::string& alias) {
+  return "EXISTS (SELECT 1 FROM " + table + " d WHERE d.dead_lettered_at IS NOT NULL AND d.aggregate_type = " + alias +
+         ".aggregate_type AND d.aggregate_id = " + alias + ".aggregate_id AND d.seq < " + alias + ".seq)";
+}
+
 }  // namespace outbox::relay::pg

@@ -17,4 +17,9 @@ namespace outbox::relay::pg {
 [[nodiscard]] std::string int_array_literal(std::span<const int> values);
 [[nodiscard]] std::string text_array_literal(const std::vector<std::string>& values);
 
+// "EXISTS (...)": the row `alias` of `table` (quoted schema.outbox_events) waits behind an
+// earlier dead-lettered event of its aggregate. The fetch leaves such rows out (NOT ...); the
+// status and replay count them.
+[[nodiscard]] std::string behind_dead_letter(const std::string& table, const std::string& alias);
+
 }  // namespace outbox::relay::pg

@@ -1,10 +1,30 @@
 #include "relay/runtime/event_loop.hpp"
 
+#include <boost/asio/post.hpp>
+
 #include <csignal>
+
+#include <signal.h>
 
 namespace outbox::relay::runtime {
 
 using std::chrono::milliseconds;
+
+namespace {
+
+volatile std::sig_atomic_t early_stop_signal = 0;
+
+extern "C" void remember_signal(int signo) { early_stop_signal = signo; }
+
+}  // namespace
+
+void remember_early_stop_signals() {
+  struct sigaction sa {};
+  sa.sa_handler = remember_signal;
+  sigemptyset(&sa.sa_mask);
+  ::sigaction(SIGTERM, &sa, nullptr);
+  ::sigaction(SIGINT, &sa, nullptr);
+}
 
 EventLoop::EventLoop(Logger& logger)
     : logger_(logger), signals_(io_, SIGINT, SIGTERM), report_timer_(io_), watchdog_timer_(io_), deadline_timer_(io_) {}
@@ -18,8 +38,8 @@ void EventLoop::serve_http(const boost::asio::ip::tcp::endpoint& endpoint, http:
 
 void EventLoop::start(const RelayStats& stats, milliseconds report_every, milliseconds stall_limit,
                       milliseconds shutdown_timeout, std::function<void()> on_deadline) {
-  signals_.async_wait([this, shutdown_timeout, on_deadline = std::move(on_deadline)](const boost::system::error_code& ec,
-                                                                                     int signo) {
+  auto on_signal = [this, shutdown_timeout, on_deadline = std::move(on_deadline)](const boost::system::error_code& ec,
+                                                                                 int signo) {
     if (ec) return;
     logger_.log(LogLevel::info, "signal_received",
                 {{"signal", signo == SIGTERM ? "SIGTERM" : "SIGINT"},
@@ -35,7 +55,12 @@ void EventLoop::start(const RelayStats& stats, milliseconds report_every, millis
                   {{"note", "abandoning what is still in flight; those rows stay unpublished and are sent again"}});
       on_deadline();
     });
-  });
+  };
+  // A signal that came before the loop existed goes the same way as one that comes now.
+  if (const int early = early_stop_signal; early != 0)
+    boost::asio::post(io_, [on_signal, early] { on_signal({}, early); });
+  else
+    signals_.async_wait(on_signal);
   schedule_report(stats, report_every);
   if (auto timeout = systemd_.watchdog())
     schedule_watchdog(stats, *timeout, std::max<std::chrono::microseconds>(*timeout, stall_limit));

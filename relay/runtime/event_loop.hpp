@@ -21,6 +21,11 @@
 
 namespace outbox::relay::runtime {
 
+// Call first in main: a SIGTERM or SIGINT that arrives before the event loop exists (a slow
+// start, a stop sent at once) is remembered, not the default action that kills the process,
+// and the loop acts on it when it starts.
+void remember_early_stop_signals();
+
 class EventLoop {
  public:
   explicit EventLoop(Logger& logger);
