@@ -10,11 +10,11 @@
 #include <unistd.h>
 
 #include "relay/app/exit_codes.hpp"
-#include "relay/app/instance_identity.hpp"
 #include "relay/app/metrics_page.hpp"
 #include "relay/app/polling_wakeup.hpp"
 #include "relay/app/settings.hpp"
 #include "relay/core/errors.hpp"
+#include "relay/core/readiness.hpp"
 #include "relay/core/runner.hpp"
 #include "relay/kafka/kafka_publisher.hpp"
 #include "relay/pg/pg_conninfo.hpp"
@@ -69,13 +69,10 @@ int run_relay(const config::Config& c, Logger& logger) {
                                                         std::chrono::seconds(5));
     std::atomic<Running*> running{nullptr};
 
-    // Ready while steps reach the database and the broker and the leases are renewed; an
-    // instance holding no lane (all taken by others) is ready as the healthy spare it is, so
-    // rolling updates and disruption budgets count it. Who publishes: outbox_relay_lanes_held.
-    auto ready = [&stats, &running, window = s.ready_window, ttl = s.lease.ttl] {
+    // Who publishes: outbox_relay_lanes_held; a spare holding no lane is ready too.
+    auto ready = [&stats, &running, &clock, window = s.ready_window, ttl = s.lease.ttl] {
       auto* r = running.load();
-      auto age = std::chrono::steady_clock::now().time_since_epoch() - std::chrono::nanoseconds(stats.last_ok_steady_ns.load());
-      return r != nullptr && stats.last_step_ok.load() && age < window && r->keeper.renewed_within(ttl);
+      return r != nullptr && instance_ready(stats, r->keeper, clock.now(), window, ttl);
     };
     runtime::EventLoop loop(logger);
     if (s.http) loop.serve_http(*s.http, [&](const std::string& path) -> http::HttpResponse {

@@ -146,8 +146,11 @@ class LeaseKeeper {
   // Releases every lease and leaves the live list (best effort: on failure the leases expire).
   void leave();
 
-  // Whether a renewal succeeded within `within` (readiness: the database answers).
+  // Whether a renewal succeeded within `within`.
   [[nodiscard]] bool renewed_within(std::chrono::nanoseconds within) const;
+  // Whether the last round reached the store (readiness: the database answers). False from a
+  // failed round until one succeeds: the lanes were dropped at once, whatever their deadline.
+  [[nodiscard]] bool last_round_ok() const { return !failing_; }
 
  private:
   Ownership& ownership_;
@@ -157,7 +160,7 @@ class LeaseKeeper {
   LeaseOptions options_;
   LeaseStats& stats_;
   std::vector<LaneLease> held_;
-  bool failing_ = false;
+  std::atomic<bool> failing_{false};  // read by readiness on another thread
 };
 
 }  // namespace outbox::relay

@@ -7,6 +7,7 @@
 #include <memory>
 #include <numeric>
 
+#include "relay/core/readiness.hpp"
 #include "relay/core/relay.hpp"
 #include "tests/unit/fakes.hpp"
 #include "tests/unit/lease_fakes.hpp"
@@ -168,6 +169,42 @@ TEST_CASE("the store away: nothing is published from the failed renewal on, the 
   CHECK(a.keeper.tick());  // back before anyone took them: renewed only if still valid
   CHECK(table.held_by("a") == 64);
   CHECK(a.ownership.publishable(0, clock.now()));
+}
+
+TEST_CASE("the store away: an instance whose renewal failed is not ready, though its lane-less steps succeed",
+          "[lanes][relay]") {
+  // The failed renewal drops every lane, so the relay's next steps touch nothing and pass as
+  // a spare's; readiness must still say the database is away (a drill stopped PostgreSQL for
+  // 6 s and /readyz stayed 200 throughout).
+  ManualClock clock;
+  FakeLeaseTable table(clock);
+  Member a(table, clock, "a");
+  FakeOutboxStore store{clock};
+  FakePublisher publisher;
+  RelayStats stats;
+  Relay relay(store, publisher, clock, MessageBuilder({}), RelayOptions{}, stats, &a.ownership);
+  store.add("x");
+  a.keeper.tick();
+  (void)relay.step();
+  REQUIRE(store.published_count() == 1);
+  CHECK(instance_ready(stats, a.keeper, clock.now(), 10s, 10s));
+
+  a.store.fail = true;
+  clock.advance(1s);
+  CHECK_FALSE(a.keeper.tick());
+  store.add("x");
+  auto r = relay.step();
+  CHECK(r.kind == StepKind::idle);
+  CHECK(store.published_count() == 1);
+  CHECK(stats.last_step_ok);
+  CHECK_FALSE(instance_ready(stats, a.keeper, clock.now(), 10s, 10s));
+
+  a.store.fail = false;
+  clock.advance(1s);
+  CHECK(a.keeper.tick());
+  (void)relay.step();
+  CHECK(store.published_count() == 2);
+  CHECK(instance_ready(stats, a.keeper, clock.now(), 10s, 10s));
 }
 
 TEST_CASE("leaving hands every lane back at once", "[lanes]") {
