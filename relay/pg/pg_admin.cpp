@@ -6,8 +6,8 @@
 #include <set>
 
 #include "relay/core/errors.hpp"
-#include "relay/pg/pg_errors.hpp"
-#include "relay/pg/pg_outbox_store.hpp"
+#include "relay/pg/pg_session.hpp"
+#include "relay/pg/sql_text.hpp"
 
 namespace outbox::relay::pg {
 namespace {
@@ -77,35 +77,20 @@ std::string state_of(const pqxx::row& row) {
 
 }  // namespace
 
-struct PgAdmin::Session {
-  explicit Session(const std::string& conninfo) : conn(conninfo) {}
-  pqxx::connection conn;
-};
-
 PgAdmin::PgAdmin(std::string conninfo, std::string schema, std::string relay_application_name)
-    : conninfo_(std::move(conninfo)),
-      schema_(std::move(schema)),
+    : schema_(std::move(schema)),
       table_(quoted_identifier(schema_, "database.schema") + ".outbox_events"),
-      relay_application_name_(std::move(relay_application_name)) {}
+      relay_application_name_(std::move(relay_application_name)),
+      session_(std::make_unique<PgSession>(std::move(conninfo), "to PostgreSQL", [](pqxx::connection& c) {
+        // Timestamps the operator types without a zone mean UTC, the zone everything is shown in.
+        pqxx::nontransaction tx(c);
+        tx.exec("SET TIME ZONE 'UTC'");
+      })) {}
 
 PgAdmin::~PgAdmin() = default;
 
-PgAdmin::Session& PgAdmin::session() {
-  if (session_ && session_->conn.is_open()) return *session_;
-  session_.reset();
-  auto s = std::make_unique<Session>(conninfo_);
-  {
-    // Timestamps the operator types without a zone mean UTC, the zone everything is shown in.
-    pqxx::nontransaction tx(s->conn);
-    tx.exec("SET TIME ZONE 'UTC'");
-  }
-  session_ = std::move(s);
-  return *session_;
-}
-
 Activity PgAdmin::activity() {
-  try {
-    auto& c = session().conn;
+  return session_->run("reading the relay's sessions", [&](pqxx::connection& c) {
     Activity a;
     // Published rows have no index on published_at: count them only if that is quick.
     try {
@@ -183,17 +168,14 @@ Activity PgAdmin::activity() {
       a.sessions.push_back(std::move(s));
     }
     return a;
-  } catch (...) {
-    session_.reset();
-    rethrow_translated("reading the relay's sessions");
-  }
+  });
 }
 
 DeadLetterPage PgAdmin::list_dead_letters(std::optional<std::string> aggregate_type,
                                           std::optional<std::string> aggregate_id, long long limit) {
-  try {
+  return session_->run("listing dead-lettered events", [&](pqxx::connection& c) {
     const std::string limit_text = std::to_string(limit);
-    pqxx::read_transaction tx(session().conn);
+    pqxx::read_transaction tx(c);
     auto r = tx.exec_params("SELECT " + dead_letter_columns("e") + ", count(*) OVER () FROM " + table_ +
                                 " e WHERE e.dead_lettered_at IS NOT NULL "
                                 "AND ($1::text IS NULL OR (e.aggregate_type = $1 AND e.aggregate_id = $2)) "
@@ -207,15 +189,12 @@ DeadLetterPage PgAdmin::list_dead_letters(std::optional<std::string> aggregate_t
       page.total = row[8].as<long long>();
     }
     return page;
-  } catch (...) {
-    session_.reset();
-    rethrow_translated("listing dead-lettered events");
-  }
+  });
 }
 
 std::optional<EventRow> PgAdmin::find_event(const EventRefs& refs) {
-  try {
-    pqxx::read_transaction tx(session().conn);
+  return session_->run("reading an outbox event", [&](pqxx::connection& c) -> std::optional<EventRow> {
+    pqxx::read_transaction tx(c);
     auto r = tx.exec_params(
         "SELECT e.seq, e.id::text, e.aggregate_type, e.aggregate_id, e.event_type, e.payload, e.headers::text, "
         "e.topic, " + iso("e.created_at") + ", " + iso("e.published_at") + ", e.attempts, " +
@@ -240,65 +219,60 @@ std::optional<EventRow> PgAdmin::find_event(const EventRefs& refs) {
     e.dead_lettered_at = optional_of<std::string>(row[13]);
     e.waiting_behind = row[14].as<long long>();
     return e;
-  } catch (...) {
-    session_.reset();
-    rethrow_translated("reading an outbox event");
-  }
+  });
 }
 
 ChangeOutcome PgAdmin::change_dead_letters(const EventRefs& refs, bool all, const std::string& change,
                                            const std::string& what, const std::string& needs) {
-  try {
-    pqxx::work tx(session().conn);
-    // `change` ends with the table aliased `o` holding the rows as they were.
-    auto r = tx.exec_params(change + " o.dead_lettered_at IS NOT NULL AND ($3 OR " + match_refs("o") +
-                                ") RETURNING " + dead_letter_columns("o"),
-                            bigint_array_literal(refs.seqs), text_array_literal(refs.ids), all);
-    ChangeOutcome out;
-    std::set<std::int64_t> seqs;
-    std::set<std::string> ids;
-    for (const auto& row : r) {
-      out.rows.push_back(dead_letter_of(row));
-      seqs.insert(out.rows.back().seq);
-      ids.insert(out.rows.back().id);
-    }
-    std::sort(out.rows.begin(), out.rows.end(), [](const auto& a, const auto& b) { return a.seq < b.seq; });
-    if (!all) {
-      EventRefs missing;
-      for (auto s : refs.seqs)
-        if (!seqs.contains(s)) missing.seqs.push_back(s);
-      for (const auto& i : refs.ids)
-        if (!ids.contains(i)) missing.ids.push_back(i);
-      if (!missing.empty()) {
-        // All or nothing: say why each named event did not match, change nothing.
-        auto why = tx.exec_params("SELECT e.seq, e.published_at IS NOT NULL, e.dead_lettered_at IS NOT NULL, "
-                                  "e.id::text FROM " + table_ + " e WHERE " + match_refs("e"),
-                                  bigint_array_literal(missing.seqs), text_array_literal(missing.ids));
-        auto describe = [&](const std::string& ref, auto matches) {
-          for (const auto& row : why)
-            if (matches(row)) return ref + ": " + state_of(row);
-          return ref + ": no such event";
-        };
-        out.rows.clear();
-        for (auto s : missing.seqs)
-          out.missing.push_back(
-              describe(std::to_string(s), [s](const pqxx::row& row) { return row[0].as<std::int64_t>() == s; }));
-        for (const auto& i : missing.ids)
-          out.missing.push_back(describe(i, [&i](const pqxx::row& row) { return row[3].as<std::string>() == i; }));
-        tx.abort();
-        return out;
+  return session_->run(what, [&](pqxx::connection& c) {
+    try {
+      pqxx::work tx(c);
+      // `change` ends with the table aliased `o` holding the rows as they were.
+      auto r = tx.exec_params(change + " o.dead_lettered_at IS NOT NULL AND ($3 OR " + match_refs("o") +
+                                  ") RETURNING " + dead_letter_columns("o"),
+                              bigint_array_literal(refs.seqs), text_array_literal(refs.ids), all);
+      ChangeOutcome out;
+      std::set<std::int64_t> seqs;
+      std::set<std::string> ids;
+      for (const auto& row : r) {
+        out.rows.push_back(dead_letter_of(row));
+        seqs.insert(out.rows.back().seq);
+        ids.insert(out.rows.back().id);
       }
+      std::sort(out.rows.begin(), out.rows.end(), [](const auto& a, const auto& b) { return a.seq < b.seq; });
+      if (!all) {
+        EventRefs missing;
+        for (auto s : refs.seqs)
+          if (!seqs.contains(s)) missing.seqs.push_back(s);
+        for (const auto& i : refs.ids)
+          if (!ids.contains(i)) missing.ids.push_back(i);
+        if (!missing.empty()) {
+          // All or nothing: say why each named event did not match, change nothing.
+          auto why = tx.exec_params("SELECT e.seq, e.published_at IS NOT NULL, e.dead_lettered_at IS NOT NULL, "
+                                    "e.id::text FROM " + table_ + " e WHERE " + match_refs("e"),
+                                    bigint_array_literal(missing.seqs), text_array_literal(missing.ids));
+          auto describe = [&](const std::string& ref, auto matches) {
+            for (const auto& row : why)
+              if (matches(row)) return ref + ": " + state_of(row);
+            return ref + ": no such event";
+          };
+          out.rows.clear();
+          for (auto s : missing.seqs)
+            out.missing.push_back(
+                describe(std::to_string(s), [s](const pqxx::row& row) { return row[0].as<std::int64_t>() == s; }));
+          for (const auto& i : missing.ids)
+            out.missing.push_back(describe(i, [&i](const pqxx::row& row) { return row[3].as<std::string>() == i; }));
+          tx.abort();
+          return out;
+        }
+      }
+      if (!out.rows.empty()) wake_relay(tx);
+      tx.commit();
+      return out;
+    } catch (const pqxx::insufficient_privilege& e) {
+      throw FatalError(what + ": " + server_message(e) + "; run it as a role allowed to " + needs);
     }
-    if (!out.rows.empty()) wake_relay(tx);
-    tx.commit();
-    return out;
-  } catch (const pqxx::insufficient_privilege& e) {
-    session_.reset();
-    throw FatalError(what + ": " + server_message(e) + "; run it as a role allowed to " + needs);
-  } catch (...) {
-    session_.reset();
-    rethrow_translated(what);
-  }
+  });
 }
 
 ChangeOutcome PgAdmin::requeue(const EventRefs& refs, bool all) {
@@ -317,8 +291,7 @@ ChangeOutcome PgAdmin::purge(const EventRefs& refs, bool all) {
 }
 
 ReplayOutcome PgAdmin::replay(const ReplaySelector& sel, long long limit, bool dry_run) {
-  try {
-    auto& c = session().conn;
+  return session_->run("replaying published events", [&](pqxx::connection& c) {
     // Timestamps are parsed by PostgreSQL; say which flag it could not read.
     std::vector<std::string> params;
     std::string where = "e.published_at IS NOT NULL AND e.dead_lettered_at IS NULL";
@@ -377,12 +350,7 @@ ReplayOutcome PgAdmin::replay(const ReplaySelector& sel, long long limit, bool d
     wake_relay(tx);
     tx.commit();
     return out;
-  } catch (const BadArgument&) {
-    throw;
-  } catch (...) {
-    session_.reset();
-    rethrow_translated("replaying published events");
-  }
+  });
 }
 
 }  // namespace outbox::relay::pg

@@ -13,6 +13,8 @@
 
 namespace outbox::relay::pg {
 
+class PgSession;
+
 // The channel the relay LISTENs on (PgWakeup) and the insert trigger of migration 0002 notifies.
 inline constexpr const char* kWakeupChannel = "outbox_events";
 
@@ -159,17 +161,14 @@ class PgAdmin {
   [[nodiscard]] ReplayOutcome replay(const ReplaySelector& selector, long long limit, bool dry_run);
 
  private:
-  struct Session;  // owns the pqxx::connection (concrete type: connection_base's destructor is not virtual)
-  Session& session();
   // `change` ends with the table aliased `o`; `needs` says which privilege it takes.
   [[nodiscard]] ChangeOutcome change_dead_letters(const EventRefs& refs, bool all, const std::string& change,
                                                   const std::string& what, const std::string& needs);
 
-  std::string conninfo_;
   std::string schema_;
   std::string table_;
   std::string relay_application_name_;
-  std::unique_ptr<Session> session_;
+  std::unique_ptr<PgSession> session_;
 };
 
 }  // namespace outbox::relay::pg

@@ -5,8 +5,8 @@
 #include <thread>
 
 #include "relay/core/errors.hpp"
-#include "relay/pg/pg_errors.hpp"
-#include "relay/pg/pg_outbox_store.hpp"
+#include "relay/pg/pg_session.hpp"
+#include "relay/pg/sql_text.hpp"
 
 namespace outbox::relay::pg {
 namespace {
@@ -17,102 +17,72 @@ std::int64_t ms(std::chrono::milliseconds d) { return static_cast<std::int64_t>(
 
 }  // namespace
 
-struct PgLeaseStore::Session {
-  struct Listener final : pqxx::notification_receiver {
-    Listener(pqxx::connection_base& c, std::string schema, bool& flag)
-        : pqxx::notification_receiver(c, kChannel), schema_(std::move(schema)), flag_(flag) {}
-    void operator()(const std::string& payload, int) override {
-      if (payload == schema_) flag_ = true;
-    }
-    std::string schema_;
-    bool& flag_;
-  };
-  Session(const std::string& conninfo, const std::string& schema) : conn(conninfo), listener(conn, schema, notified) {}
-  pqxx::connection conn;
-  bool notified = false;
-  Listener listener;
-};
-
 PgLeaseStore::PgLeaseStore(PgLeaseOptions options) : options_(std::move(options)) {
   const auto schema = quoted_identifier(options_.schema, "database.schema");
   lanes_ = schema + ".outbox_relay_lanes";
   instances_ = schema + ".outbox_relay_instances";
+  // A new session holds no lock: it takes the id's again before anything is renewed. If the
+  // session dropped, the keeper has already given up its lanes (LeaseStore's contract).
+  session_ = std::make_unique<PgSession>(options_.conninfo, "the lease keeper", [this](pqxx::connection& c) {
+    if (claimed_ && !try_lock(c, options_.instance))
+      throw InstanceIdHeld("instance id " + options_.instance +
+                           " is held by another live process since this one's lease session dropped; "
+                           "this process publishes nothing until it gets it back");
+  });
+  session_->listen(kChannel, [this](const std::string& payload) {
+    if (payload == options_.schema) notified_ = true;
+  });
 }
 
 PgLeaseStore::~PgLeaseStore() = default;
 
-void PgLeaseStore::reset() { conn_.reset(); }
-
 // The id's lock: one bigint per (schema, id), apart from migrate's own advisory lock.
-bool PgLeaseStore::try_lock(Session& s, const std::string& id) {
-  pqxx::nontransaction tx(s.conn);
+bool PgLeaseStore::try_lock(pqxx::connection_base& c, const std::string& id) {
+  pqxx::nontransaction tx(c);
   return tx
       .exec_params("SELECT pg_try_advisory_lock(hashtextextended('outbox_relay_instance:' || $1 || ':' || $2, 0))",
                    options_.schema, id)[0][0]
       .as<bool>();
 }
 
-PgLeaseStore::Session& PgLeaseStore::session() {
-  if (conn_ && conn_->conn.is_open()) return *conn_;
-  conn_.reset();
-  try {
-    auto fresh = std::make_unique<Session>(options_.conninfo, options_.schema);
-    // A new session holds no lock: take the id's again before anything is renewed. If the
-    // session dropped, the keeper has already given up its lanes (LeaseStore's contract).
-    if (claimed_ && !try_lock(*fresh, options_.instance))
-      throw InstanceIdHeld("instance id " + options_.instance +
-                           " is held by another live process since this one's lease session dropped; "
-                           "this process publishes nothing until it gets it back");
-    conn_ = std::move(fresh);
-  } catch (const InstanceIdHeld&) {
-    throw;
-  } catch (...) {
-    conn_.reset();
-    rethrow_translated("connecting the lease keeper");
-  }
-  return *conn_;
-}
-
 std::string PgLeaseStore::claim(const std::vector<std::string>& candidates, std::chrono::milliseconds wait_first) {
   claimed_ = false;
-  conn_.reset();  // drop any lock a previous claim left
-  auto& s = session();
+  session_->close();  // drop any lock a previous claim left
   std::string holders;
-  try {
+  auto claimed = session_->run("claiming the instance id", [&](pqxx::connection& c) -> std::optional<std::string> {
     for (std::size_t i = 0; i < candidates.size(); ++i) {
       const auto& id = candidates[i];
-      bool locked = try_lock(s, id);
+      bool locked = try_lock(c, id);
       for (auto until = std::chrono::steady_clock::now() + wait_first;
            !locked && i == 0 && std::chrono::steady_clock::now() < until;) {
         std::this_thread::sleep_for(std::chrono::milliseconds(20));
-        locked = try_lock(s, id);
+        locked = try_lock(c, id);
       }
       if (!locked) {
-        auto who = pqxx::nontransaction(s.conn).exec_params(
+        auto who = pqxx::nontransaction(c).exec_params(
             "SELECT host || ' pid ' || pid FROM " + instances_ + " WHERE instance = $1", id);
         holders += (holders.empty() ? "" : ", ") + id + (who.empty() ? "" : " (" + who[0][0].as<std::string>() + ")");
         continue;
       }
-      pqxx::work tx(s.conn);
+      pqxx::work tx(c);
       tx.exec_params("UPDATE " + lanes_ + " SET epoch = epoch + 1, acquired_at = now() "
                      "WHERE owner = $1 AND lease_until > now()", id);
       tx.commit();
-      options_.instance = id;
-      claimed_ = true;
       return id;
     }
-  } catch (...) {
-    reset();
-    rethrow_translated("claiming the instance id");
-  }
-  throw InstanceIdHeld("every instance id this process may use is held by a live process: " + holders +
-                       "; set ownership.instance_id to a free one, or stop the other process");
+    return std::nullopt;
+  });
+  if (!claimed)
+    throw InstanceIdHeld("every instance id this process may use is held by a live process: " + holders +
+                         "; set ownership.instance_id to a free one, or stop the other process");
+  options_.instance = *claimed;
+  claimed_ = true;
+  return *claimed;
 }
 
 LeaseStore::Renewal PgLeaseStore::renew(std::span<const int> release, std::chrono::milliseconds ttl) {
-  auto& c = session().conn;
   Renewal out;
-  try {
+  session_->run("renewing lane leases", [&](pqxx::connection& c) {
     pqxx::work tx(c);
     bool changed = false;
     auto joined = tx.exec_params(
@@ -143,10 +113,7 @@ LeaseStore::Renewal PgLeaseStore::renew(std::span<const int> release, std::chron
     tx.exec("DELETE FROM " + instances_ + " WHERE expires_at < now() - interval '1 hour'");
     if (changed) tx.exec_params("SELECT pg_notify($1, $2)", kChannel, options_.schema);
     tx.commit();
-  } catch (...) {
-    reset();
-    rethrow_translated("renewing lane leases");
-  }
+  });
   if (out.lane_count != kLaneCount)
     throw SchemaError("table " + options_.schema + ".outbox_relay_lanes has " + std::to_string(out.lane_count) +
                       " lanes, this relay expects " + std::to_string(kLaneCount) +
@@ -157,8 +124,7 @@ LeaseStore::Renewal PgLeaseStore::renew(std::span<const int> release, std::chron
 std::vector<LaneLease> PgLeaseStore::acquire(int max_lanes, std::chrono::milliseconds ttl) {
   std::vector<LaneLease> out;
   if (max_lanes <= 0) return out;
-  auto& c = session().conn;
-  try {
+  session_->run("acquiring lanes", [&](pqxx::connection& c) {
     pqxx::work tx(c);
     // SKIP LOCKED: instances acquiring at the same moment take disjoint lanes; a lane whose
     // owner is renewing it right now is skipped (and re-checked against its new expiry).
@@ -171,42 +137,29 @@ std::vector<LaneLease> PgLeaseStore::acquire(int max_lanes, std::chrono::millise
              options_.instance, max_lanes, ms(ttl)))
       out.push_back({row[0].as<int>(), row[1].as<std::int64_t>()});
     tx.commit();
-  } catch (...) {
-    reset();
-    rethrow_translated("acquiring lanes");
-  }
+  });
   return out;
 }
 
 void PgLeaseStore::leave() {
-  auto& c = session().conn;
-  try {
+  session_->run("releasing lanes", [&](pqxx::connection& c) {
     pqxx::work tx(c);
     tx.exec_params("UPDATE " + lanes_ + " SET owner = NULL, lease_until = now() WHERE owner = $1", options_.instance);
     tx.exec_params("DELETE FROM " + instances_ + " WHERE instance = $1", options_.instance);
     tx.exec_params("SELECT pg_notify($1, $2)", kChannel, options_.schema);
     tx.commit();
-  } catch (...) {
-    reset();
-    rethrow_translated("releasing lanes");
-  }
+  });
 }
 
 bool PgLeaseStore::await_change(std::chrono::milliseconds timeout) {
+  notified_ = false;
   try {
-    auto& s = session();
-    s.notified = false;
-    s.conn.get_notifs();
-    if (!s.notified) {
-      auto us = std::chrono::duration_cast<std::chrono::microseconds>(timeout).count();
-      s.conn.await_notification(static_cast<long>(us / 1'000'000), static_cast<long>(us % 1'000'000));
-    }
-    return std::exchange(s.notified, false);
-  } catch (...) {
-    reset();
+    (void)session_->await_notifications("waiting for lane changes", timeout);
+  } catch (const std::exception& e) {
     std::this_thread::sleep_for(timeout);  // database away: not a busy loop
-    throw TransientError("the lease session was lost while waiting for lane changes");
+    throw TransientError(std::string("the lease session was lost while waiting for lane changes: ") + e.what());
   }
+  return std::exchange(notified_, false);
 }
 
 }  // namespace outbox::relay::pg

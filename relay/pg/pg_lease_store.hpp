@@ -10,7 +10,13 @@
 #include "relay/core/errors.hpp"
 #include "relay/core/ownership.hpp"
 
+namespace pqxx {
+class connection_base;
+}
+
 namespace outbox::relay::pg {
+
+class PgSession;
 
 // Lanes in outbox_relay_lanes (migration 0006 creates exactly these; outbox_lane() maps an
 // aggregate onto them). Every instance must agree on it.
@@ -50,16 +56,14 @@ class PgLeaseStore final : public LeaseStore {
   bool await_change(std::chrono::milliseconds timeout) override;
 
  private:
-  struct Session;
-  Session& session();
-  void reset();
-  bool try_lock(Session& s, const std::string& id);
+  bool try_lock(pqxx::connection_base& c, const std::string& id);
 
   PgLeaseOptions options_;
   std::string lanes_;      // quoted schema.outbox_relay_lanes
   std::string instances_;  // quoted schema.outbox_relay_instances
-  std::unique_ptr<Session> conn_;
   bool claimed_ = false;
+  bool notified_ = false;
+  std::unique_ptr<PgSession> session_;
 };
 
 }  // namespace outbox::relay::pg

@@ -7,8 +7,8 @@
 #include <map>
 
 #include "relay/core/errors.hpp"
-#include "relay/pg/pg_errors.hpp"
-#include "relay/pg/pg_outbox_store.hpp"
+#include "relay/pg/pg_session.hpp"
+#include "relay/pg/sql_text.hpp"
 
 namespace outbox::relay::pg {
 
@@ -29,8 +29,7 @@ PgMigrator::PgMigrator(std::string conninfo, std::string schema)
 std::vector<MigrationStatus> PgMigrator::migrate() {
   const std::string schema = quoted_identifier(schema_, "database.schema");
   std::vector<MigrationStatus> out;
-  try {
-    pqxx::connection c(conninfo_);
+  PgSession(conninfo_, "the migrator").run("applying migrations", [&](pqxx::connection& c) {
     pqxx::work tx(c);
     // One migrator at a time, even with several relays starting together.
     tx.exec("SELECT pg_advisory_xact_lock(hashtext('outbox-relay migrate'))");
@@ -59,13 +58,7 @@ std::vector<MigrationStatus> PgMigrator::migrate() {
       out.push_back({m.version, m.name, true});
     }
     tx.commit();
-  } catch (const FatalError&) {
-    throw;
-  } catch (const ConfigError&) {
-    throw;
-  } catch (...) {
-    rethrow_translated("applying migrations");
-  }
+  });
   return out;
 }
 

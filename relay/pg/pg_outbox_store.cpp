@@ -11,7 +11,7 @@
 
 #include "relay/core/errors.hpp"
 #include "relay/pg/outbox_rows.hpp"
-#include "relay/pg/pg_errors.hpp"
+#include "relay/pg/pg_session.hpp"
 #include "relay/pg/sql_text.hpp"
 
 namespace outbox::relay::pg {
@@ -32,60 +32,44 @@ const std::set<std::string> kRequiredColumns{
 
 }  // namespace
 
-PgOutboxStore::PgOutboxStore(PgStoreOptions options) : options_(std::move(options)) {
-  (void)quoted_identifier(options_.schema, "database.schema");  // validate early
-}
+PgOutboxStore::PgOutboxStore(PgStoreOptions options)
+    : options_(std::move(options)),
+      schema_(quoted_identifier(options_.schema, "database.schema")),
+      session_(std::make_unique<PgSession>(options_.conninfo, "to PostgreSQL",
+                                           [this](pqxx::connection& c) { set_up(c); })) {}
 
 PgOutboxStore::~PgOutboxStore() = default;
 
-void PgOutboxStore::reset() { conn_.reset(); }
+std::uint64_t PgOutboxStore::reconnects() const { return session_->reconnects(); }
 
-struct PgOutboxStore::Session {
-  explicit Session(const std::string& conninfo) : conn(conninfo) {}
-  pqxx::connection conn;
-};
-
-PgOutboxStore::Session& PgOutboxStore::session() {
-  if (conn_ && conn_->conn.is_open()) return *conn_;
-  conn_.reset();
-  try {
-    auto session = std::make_unique<Session>(options_.conninfo);
-    pqxx::connection* c = &session->conn;
-    const std::string schema = quoted_identifier(options_.schema, "database.schema");
-    const std::string table = schema + ".outbox_events";
-    const bool fenced = !options_.owner.empty();
-    c->prepare(kFetch, fetch_sql(schema, false));
-    c->prepare(kFetchExcluding, fetch_sql(schema, true));
-    // A new session knows nothing settled: count everything until the next head scan. The
-    // sequence is looked up at the first fetch (verify_schema first says what is missing).
-    samples_.clear();
-    settled_ = std::numeric_limits<std::int64_t>::min();
-    sequence_.clear();
-    sequence_known_ = false;
-    if (options_.mark_mode == MarkMode::update)
-      c->prepare(kMark, "UPDATE " + table + " e SET published_at = now()"
-                            " WHERE e.seq = ANY($1::bigint[]) AND e.published_at IS NULL" +
-                            (fenced ? fence(schema, "$2") : ""));
-    else
-      c->prepare(kMark, "DELETE FROM " + table + " e"
-                            " WHERE e.seq = ANY($1::bigint[])" + (fenced ? fence(schema, "$2") : ""));
-    c->prepare(kFail,
-               "UPDATE " + table +
-                   " e SET attempts = $2, last_error = $3, "
-                   "next_attempt_at = CASE WHEN $5 THEN NULL ELSE now() + $4 * interval '1 millisecond' END, "
-                   "dead_lettered_at = CASE WHEN $5 THEN now() ELSE NULL END"
-                   " WHERE e.seq = $1 AND e.published_at IS NULL" + (fenced ? fence(schema, "$6") : ""));
-    conn_ = std::move(session);
-    if (sessions_opened_++ > 0) ++reconnects_;
-  } catch (...) {
-    rethrow_translated("connecting to PostgreSQL");
-  }
-  return *conn_;
+void PgOutboxStore::set_up(pqxx::connection_base& c) {
+  const std::string table = schema_ + ".outbox_events";
+  const bool fenced = !options_.owner.empty();
+  c.prepare(kFetch, fetch_sql(schema_, false));
+  c.prepare(kFetchExcluding, fetch_sql(schema_, true));
+  // A new session knows nothing settled: count everything until the next head scan. The
+  // sequence is looked up at the first fetch (verify_schema first says what is missing).
+  samples_.clear();
+  settled_ = std::numeric_limits<std::int64_t>::min();
+  sequence_.clear();
+  sequence_known_ = false;
+  if (options_.mark_mode == MarkMode::update)
+    c.prepare(kMark, "UPDATE " + table + " e SET published_at = now()"
+                         " WHERE e.seq = ANY($1::bigint[]) AND e.published_at IS NULL" +
+                         (fenced ? fence(schema_, "$2") : ""));
+  else
+    c.prepare(kMark, "DELETE FROM " + table + " e"
+                         " WHERE e.seq = ANY($1::bigint[])" + (fenced ? fence(schema_, "$2") : ""));
+  c.prepare(kFail,
+            "UPDATE " + table +
+                " e SET attempts = $2, last_error = $3, "
+                "next_attempt_at = CASE WHEN $5 THEN NULL ELSE now() + $4 * interval '1 millisecond' END, "
+                "dead_lettered_at = CASE WHEN $5 THEN now() ELSE NULL END"
+                " WHERE e.seq = $1 AND e.published_at IS NULL" + (fenced ? fence(schema_, "$6") : ""));
 }
 
 void PgOutboxStore::verify_schema() {
-  auto& c = session().conn;
-  try {
+  session_->run("checking the outbox table", [this](pqxx::connection& c) {
     pqxx::nontransaction tx(c);
     auto r = tx.exec_params(
         "SELECT column_name FROM information_schema.columns WHERE table_schema = $1 AND table_name = 'outbox_events'",
@@ -118,88 +102,97 @@ void PgOutboxStore::verify_schema() {
       throw SchemaError("the triggers outbox_events_assign_xid and outbox_events_reopened on " + options_.schema +
                         ".outbox_events are missing or disabled; run `outbox-relay migrate` (migration 0007)");
     auto readable = tx.exec_params("SELECT has_sequence_privilege(pg_get_serial_sequence($1, 'seq'), 'SELECT')",
-                                   quoted_identifier(options_.schema, "database.schema") + ".outbox_events");
+                                   schema_ + ".outbox_events");
     if (!readable[0][0].as<bool>())
       throw FatalError("the relay's role may not read the sequence of " + options_.schema +
                        ".outbox_events.seq; grant it what schema/roles/relay_role.sql grants (SELECT on the sequence)");
-  } catch (const FatalError&) {
-    throw;
-  } catch (...) {
-    reset();
-    rethrow_translated("checking the outbox table");
-  }
+  });
 }
 
+namespace {
+
+struct FetchParams {
+  explicit FetchParams(const FetchRequest& request)
+      : after(request.after_seq.value_or(std::numeric_limits<std::int64_t>::min())),
+        limit(static_cast<std::int64_t>(request.limit)) {
+    if (request.lanes) lanes = int_array_literal(*request.lanes);
+    std::vector<std::string> t, i;
+    for (const auto& k : request.exclude) {
+      t.push_back(k.type);
+      i.push_back(k.id);
+    }
+    types = text_array_literal(t);
+    ids = text_array_literal(i);
+  }
+  std::int64_t after;
+  std::int64_t limit;
+  std::optional<std::string> lanes;
+  std::string types, ids;
+};
+
+}  // namespace
+
 std::vector<OutboxEvent> PgOutboxStore::fetch(const FetchRequest& request) {
-  auto& c = session().conn;
-  std::vector<OutboxEvent> events;
-  const std::int64_t after = request.after_seq.value_or(std::numeric_limits<std::int64_t>::min());
-  const auto limit = static_cast<std::int64_t>(request.limit);
+  const FetchParams p(request);
   const auto payload_cap = static_cast<int>(options_.max_payload_bytes);
   const auto headers_cap = static_cast<int>(options_.max_headers_bytes);
-  std::optional<std::string> lanes;
-  if (request.lanes) lanes = int_array_literal(*request.lanes);
-  std::vector<std::string> types, ids;
-  for (const auto& k : request.exclude) {
-    types.push_back(k.type);
-    ids.push_back(k.id);
-  }
-  try {
-    pqxx::nontransaction tx(c);
-    if (!sequence_known_) {
-      // The seq column's sequence, and a first sample the next head scan can use.
-      auto seq = tx.exec_params("SELECT pg_get_serial_sequence($1, 'seq')",
-                                quoted_identifier(options_.schema, "database.schema") + ".outbox_events")[0][0];
-      sequence_ = seq.is_null() ? std::string() : seq.as<std::string>();
-      if (!sequence_.empty()) c.prepare(kSample, sample_sql(sequence_));
-      sequence_known_ = true;
-      sampled_at_ = {};
-      sample(tx);
-    }
-    pqxx::result r = request.exclude.empty()
-                         ? tx.exec_prepared(kFetch, after, limit, lanes, payload_cap, headers_cap, settled_, reopened_)
-                         : tx.exec_prepared(kFetchExcluding, after, limit, lanes, payload_cap, headers_cap, settled_,
-                                            reopened_, text_array_literal(types), text_array_literal(ids));
-    events.reserve(r.size());
-    for (const auto& row : r) events.push_back(decode_row(row));
-    if (!request.after_seq && !r.empty()) start_run(r[0][15].as<std::string>(), r[0][16].as<std::int64_t>());
-    sample(tx);
-    return events;
-  } catch (const pqxx::sql_error& e) {
-    if (!row_content_error(e)) {
-      reset();
-      rethrow_translated("fetching unpublished outbox rows");
-    }
-    ++isolations_;
-  } catch (...) {
-    reset();
-    rethrow_translated("fetching unpublished outbox rows");
-  }
-  // Contract 9: one row's content broke the statement. Read the same rows one by one; the one
-  // that cannot be read comes back unreadable (dead-lettered at once: no retry changes it) and
-  // everything else flows.
-  try {
-    // Autocommit: each read is a statement of its own, so one that fails leaves the session
-    // usable (libpqxx 6.4 does not roll a subtransaction back after a failed exec_params).
-    pqxx::nontransaction tx(c);
-    const std::string schema = quoted_identifier(options_.schema, "database.schema");
-    pqxx::result seqs = request.exclude.empty()
-                            ? tx.exec_params(fetch_seqs_sql(schema, false), after, limit, lanes)
-                            : tx.exec_params(fetch_seqs_sql(schema, true), after, limit, lanes,
-                                             text_array_literal(types), text_array_literal(ids));
-    for (const auto& s : seqs) {
-      const auto seq = s[0].as<std::int64_t>();
-      try {
-        auto r = tx.exec_params(fetch_one_sql(schema), after, payload_cap, headers_cap, settled_, reopened_, seq);
-        if (!r.empty()) events.push_back(decode_row(r[0]));
-      } catch (const pqxx::sql_error& e) {
-        if (!row_content_error(e)) throw;
-        events.push_back(unreadable_row(tx, schema, seq, e));
+  auto batch = session_->run("fetching unpublished outbox rows",
+                             [&](pqxx::connection& c) -> std::optional<std::vector<OutboxEvent>> {
+    try {
+      pqxx::nontransaction tx(c);
+      if (!sequence_known_) {
+        // The seq column's sequence, and a first sample the next head scan can use.
+        auto seq = tx.exec_params("SELECT pg_get_serial_sequence($1, 'seq')", schema_ + ".outbox_events")[0][0];
+        sequence_ = seq.is_null() ? std::string() : seq.as<std::string>();
+        if (!sequence_.empty()) c.prepare(kSample, sample_sql(sequence_));
+        sequence_known_ = true;
+        sampled_at_ = {};
+        sample(tx);
       }
+      pqxx::result r =
+          request.exclude.empty()
+              ? tx.exec_prepared(kFetch, p.after, p.limit, p.lanes, payload_cap, headers_cap, settled_, reopened_)
+              : tx.exec_prepared(kFetchExcluding, p.after, p.limit, p.lanes, payload_cap, headers_cap, settled_,
+                                 reopened_, p.types, p.ids);
+      std::vector<OutboxEvent> events;
+      events.reserve(r.size());
+      for (const auto& row : r) events.push_back(decode_row(row));
+      if (!request.after_seq && !r.empty()) start_run(r[0][15].as<std::string>(), r[0][16].as<std::int64_t>());
+      sample(tx);
+      return events;
+    } catch (const pqxx::sql_error& e) {
+      if (!row_content_error(e)) throw;
+      ++isolations_;
+      return std::nullopt;
     }
-  } catch (...) {
-    reset();
-    rethrow_translated("fetching unpublished outbox rows one by one");
+  });
+  if (batch) return std::move(*batch);
+  return session_->run("fetching unpublished outbox rows one by one",
+                       [&](pqxx::connection& c) { return fetch_isolating(c, request); });
+}
+
+// Contract 9: one row's content broke the statement. Read the same rows one by one; the one
+// that cannot be read comes back unreadable (dead-lettered at once: no retry changes it) and
+// everything else flows.
+std::vector<OutboxEvent> PgOutboxStore::fetch_isolating(pqxx::connection_base& c, const FetchRequest& request) {
+  const FetchParams p(request);
+  std::vector<OutboxEvent> events;
+  // Autocommit: each read is a statement of its own, so one that fails leaves the session
+  // usable (libpqxx 6.4 does not roll a subtransaction back after a failed exec_params).
+  pqxx::nontransaction tx(c);
+  pqxx::result seqs = request.exclude.empty()
+                          ? tx.exec_params(fetch_seqs_sql(schema_, false), p.after, p.limit, p.lanes)
+                          : tx.exec_params(fetch_seqs_sql(schema_, true), p.after, p.limit, p.lanes, p.types, p.ids);
+  for (const auto& s : seqs) {
+    const auto seq = s[0].as<std::int64_t>();
+    try {
+      auto r = tx.exec_params(fetch_one_sql(schema_), p.after, static_cast<int>(options_.max_payload_bytes),
+                              static_cast<int>(options_.max_headers_bytes), settled_, reopened_, seq);
+      if (!r.empty()) events.push_back(decode_row(r[0]));
+    } catch (const pqxx::sql_error& e) {
+      if (!row_content_error(e)) throw;
+      events.push_back(unreadable_row(tx, schema_, seq, e));
+    }
   }
   return events;
 }
@@ -279,22 +272,17 @@ OutboxEvent PgOutboxStore::unreadable_row(pqxx::transaction_base& tx, const std:
 
 void PgOutboxStore::mark_published(std::span<const std::int64_t> seqs) {
   if (seqs.empty()) return;
-  auto& c = session().conn;
-  try {
+  session_->run("marking outbox rows published", [&](pqxx::connection& c) {
     pqxx::nontransaction tx(c);
     auto r = options_.owner.empty() ? tx.exec_prepared(kMark, bigint_array_literal(seqs))
                                     : tx.exec_prepared(kMark, bigint_array_literal(seqs), options_.owner);
     if (r.affected_rows() < seqs.size()) marks_unmatched_ += seqs.size() - r.affected_rows();
-  } catch (...) {
-    reset();
-    rethrow_translated("marking outbox rows published");
-  }
+  });
 }
 
 void PgOutboxStore::record_failures(std::span<const FailedAttempt> failures) {
   if (failures.empty()) return;
-  auto& c = session().conn;
-  try {
+  session_->run("recording failed outbox rows", [&](pqxx::connection& c) {
     pqxx::work tx(c);
     for (const auto& f : failures) {
       std::string error = utf8_prefix(f.error, options_.max_error_length);
@@ -305,10 +293,7 @@ void PgOutboxStore::record_failures(std::span<const FailedAttempt> failures) {
         tx.exec_prepared(kFail, f.seq, f.attempts, error, retry_ms, f.dead_letter, options_.owner);
     }
     tx.commit();
-  } catch (...) {
-    reset();
-    rethrow_translated("recording failed outbox rows");
-  }
+  });
 }
 
 }  // namespace outbox::relay::pg

@@ -14,10 +14,13 @@
 #include "relay/pg/sql_text.hpp"  // quoted_identifier, array literals: many users reach them here
 
 namespace pqxx {
+class connection_base;
 class transaction_base;
 }
 
 namespace outbox::relay::pg {
+
+class PgSession;
 
 enum class MarkMode { update, remove };
 
@@ -51,15 +54,16 @@ class PgOutboxStore final : public OutboxStore {
 
   // For operators (read from any thread): sessions opened again after the first, and marked
   // rows that matched nothing (their lane was no longer held, or they were already marked).
-  [[nodiscard]] std::uint64_t reconnects() const { return reconnects_; }
+  [[nodiscard]] std::uint64_t reconnects() const;
   [[nodiscard]] std::uint64_t marks_unmatched() const { return marks_unmatched_; }
   // Fetches that failed on a row's content and were read again row by row.
   [[nodiscard]] std::uint64_t isolations() const { return isolations_; }
 
  private:
-  struct Session;  // owns the pqxx::connection (concrete type: connection_base's destructor is not virtual)
-  Session& session();  // connects when needed
-  void reset();
+  // A new session: statements prepared, nothing known settled.
+  void set_up(pqxx::connection_base& c);
+  // The rows of `request` read one by one, after a row's content broke the batch statement.
+  std::vector<OutboxEvent> fetch_isolating(pqxx::connection_base& c, const FetchRequest& request);
   // A head scan read with this snapshot xmin and reopen count: fix the settled prefix for the
   // read-ahead fetches until the next head scan.
   void start_run(const std::string& snapshot_xmin, std::int64_t reopened);
@@ -70,9 +74,8 @@ class PgOutboxStore final : public OutboxStore {
                                     const std::exception& why);
 
   PgStoreOptions options_;
-  std::unique_ptr<Session> conn_;
-  std::uint64_t sessions_opened_ = 0;
-  std::atomic<std::uint64_t> reconnects_{0};
+  std::string schema_;  // quoted
+  std::unique_ptr<PgSession> session_;
   std::atomic<std::uint64_t> marks_unmatched_{0};
   std::atomic<std::uint64_t> isolations_{0};
   // The settled prefix (see start_run): samples (M, N) not yet usable, the prefix fixed at the

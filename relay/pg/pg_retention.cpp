@@ -2,7 +2,6 @@
 
 #include <pqxx/pqxx>
 
-
 #include <condition_variable>
 #include <limits>
 #include <mutex>
@@ -10,18 +9,15 @@
 #include "outbox/retention.hpp"
 #include "relay/core/errors.hpp"
 #include "relay/pg/pg_conninfo.hpp"
-#include "relay/pg/pg_errors.hpp"
-#include "relay/pg/pg_outbox_store.hpp"
+#include "relay/pg/pg_session.hpp"
+#include "relay/pg/sql_text.hpp"
 
 namespace outbox::relay::pg {
 
-struct PgRetention::Session {
-  explicit Session(const std::string& conninfo) : conn(conninfo) {}
-  pqxx::connection conn;
-};
-
 PgRetention::PgRetention(RetentionOptions options)
-    : options_(std::move(options)), schema_(quoted_identifier(options_.schema, "database.schema")) {
+    : options_(std::move(options)),
+      schema_(quoted_identifier(options_.schema, "database.schema")),
+      session_(std::make_unique<PgSession>(options_.conninfo, "the retention session")) {
   if (options_.batch_size == 0) throw ConfigError("retention.batch_size: must be at least 1");
 }
 
@@ -30,13 +26,13 @@ PgRetention::~PgRetention() = default;
 // One outbox_purge_published() call per batch (migration 0005: it walks the primary key from
 // the oldest row, deletes published rows past the window, and says when the walk reached rows
 // created inside it), each in its own short transaction.
-std::size_t PgRetention::purge_published() {
+std::size_t PgRetention::purge_published(pqxx::connection_base& c) {
   const std::string sql = "SELECT deleted, scanned, last_seq, reached_window FROM " + schema_ +
                           ".outbox_purge_published($1, $2, $3)";
   std::size_t deleted = 0;
   std::int64_t after = std::numeric_limits<std::int64_t>::min();
   for (std::size_t i = 0; i < options_.max_batches; ++i) {
-    pqxx::work tx(session_->conn);
+    pqxx::work tx(c);
     auto r = tx.exec_params(sql, after, static_cast<int>(options_.batch_size),
                             static_cast<long long>(options_.published_window.count()));
     tx.commit();
@@ -48,29 +44,21 @@ std::size_t PgRetention::purge_published() {
 }
 
 RetentionPass PgRetention::run_once() {
-  RetentionPass pass;
-  try {
-    if (!session_ || !session_->conn.is_open()) session_ = std::make_unique<Session>(options_.conninfo);
-    if (options_.published_window.count() > 0) pass.published_deleted = purge_published();
+  return session_->run("removing old rows (retention)", [this](pqxx::connection& c) {
+    RetentionPass pass;
+    if (options_.published_window.count() > 0) pass.published_deleted = purge_published(c);
     if (options_.inbox_window.count() > 0) {
-      pqxx::nontransaction tx(session_->conn);
-      auto exists = tx.exec_params("SELECT to_regclass($1) IS NOT NULL",
-                                   schema_ + ".consumer_inbox");
+      pqxx::nontransaction tx(c);
+      auto exists = tx.exec_params("SELECT to_regclass($1) IS NOT NULL", schema_ + ".consumer_inbox");
       tx.commit();
       if (!exists[0][0].as<bool>())
         throw FatalError("retention.inbox_hours is set but " + options_.schema +
                          ".consumer_inbox does not exist; run `outbox-relay migrate` or set it to 0");
       pass.inbox_deleted =
-          purge_inbox(session_->conn, options_.inbox_window, options_.batch_size, options_.max_batches, options_.schema)
-              .rows;
+          purge_inbox(c, options_.inbox_window, options_.batch_size, options_.max_batches, options_.schema).rows;
     }
-  } catch (const FatalError&) {
-    throw;
-  } catch (...) {
-    session_.reset();
-    rethrow_translated("removing old rows (retention)");
-  }
-  return pass;
+    return pass;
+  });
 }
 
 void PgRetention::run_every(std::chrono::seconds every, std::stop_token halt, std::atomic<std::uint64_t>& deleted_total,

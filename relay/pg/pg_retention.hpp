@@ -12,7 +12,13 @@
 
 #include "relay/core/logger.hpp"
 
+namespace pqxx {
+class connection_base;
+}
+
 namespace outbox::relay::pg {
+
+class PgSession;
 
 struct RetentionOptions {
   std::string conninfo;
@@ -44,11 +50,10 @@ class PgRetention {
                  Logger& logger);
 
  private:
-  struct Session;
-  std::size_t purge_published();
+  std::size_t purge_published(pqxx::connection_base& c);
   RetentionOptions options_;
   std::string schema_;  // quoted
-  std::unique_ptr<Session> session_;
+  std::unique_ptr<PgSession> session_;
 };
 
 }  // namespace outbox::relay::pg

@@ -2,27 +2,21 @@
 
 #include <pqxx/pqxx>
 
-#include "relay/pg/pg_errors.hpp"
-#include "relay/pg/pg_outbox_store.hpp"
+#include "relay/pg/pg_session.hpp"
+#include "relay/pg/sql_text.hpp"
 
 namespace outbox::relay::pg {
 
-struct PgStatus::Session {
-  explicit Session(const std::string& conninfo) : conn(conninfo) {}
-  pqxx::connection conn;
-};
-
 PgStatus::PgStatus(std::string conninfo, std::string schema)
-    : conninfo_(std::move(conninfo)),
-      table_(quoted_identifier(schema, "database.schema") + ".outbox_events"),
-      lanes_(quoted_identifier(schema, "database.schema") + ".outbox_relay_lanes") {}
+    : table_(quoted_identifier(schema, "database.schema") + ".outbox_events"),
+      lanes_(quoted_identifier(schema, "database.schema") + ".outbox_relay_lanes"),
+      session_(std::make_unique<PgSession>(std::move(conninfo), "the status reader")) {}
 
 PgStatus::~PgStatus() = default;
 
 OutboxStatus PgStatus::read() {
-  try {
-    if (!session_ || !session_->conn.is_open()) session_ = std::make_unique<Session>(conninfo_);
-    pqxx::nontransaction tx(session_->conn);
+  return session_->run("reading the outbox status", [this](pqxx::connection& c) {
+    pqxx::nontransaction tx(c);
     // The backlog count walks the partial index of pending rows only. The age is the oldest
     // pending row's with a finite created_at (a producer can write 'infinity' or
     // '-infinity', which says nothing about how long the backlog has waited), computed on
@@ -43,10 +37,7 @@ OutboxStatus PgStatus::read() {
     s.unowned_lanes = tx.exec("SELECT count(*) FROM " + lanes_ + " WHERE owner IS NULL OR lease_until <= now()")[0][0]
                           .as<long long>();
     return s;
-  } catch (...) {
-    session_.reset();
-    rethrow_translated("reading the outbox status");
-  }
+  });
 }
 
 }  // namespace outbox::relay::pg

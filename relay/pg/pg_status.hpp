@@ -8,6 +8,8 @@
 
 namespace outbox::relay::pg {
 
+class PgSession;
+
 struct OutboxStatus {
   long long backlog = 0;                // unpublished, not dead-lettered rows
   double oldest_unpublished_age_s = 0;  // by the database clock; 0 when nothing waits
@@ -31,11 +33,9 @@ class PgStatus {
   [[nodiscard]] OutboxStatus read();
 
  private:
-  struct Session;
-  std::string conninfo_;
   std::string table_;
   std::string lanes_;
-  std::unique_ptr<Session> session_;
+  std::unique_ptr<PgSession> session_;
 };
 
 }  // namespace outbox::relay::pg

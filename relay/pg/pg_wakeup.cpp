@@ -4,76 +4,34 @@
 
 #include <thread>
 
-#include "relay/core/errors.hpp"
-#include "relay/pg/pg_errors.hpp"
-#include "relay/pg/pg_outbox_store.hpp"
+#include "relay/pg/pg_session.hpp"
+#include "relay/pg/sql_text.hpp"
 
 namespace outbox::relay::pg {
 
-struct PgWakeup::Listener final : pqxx::notification_receiver {
-  Listener(pqxx::connection_base& c, bool& flag) : pqxx::notification_receiver(c, "outbox_events"), flag_(flag) {}
-  void operator()(const std::string&, int) override { flag_ = true; }
-  bool& flag_;
-};
-
 PgWakeup::PgWakeup(std::string conninfo, std::string schema)
-    : conninfo_(std::move(conninfo)), table_(quoted_identifier(schema, "database.schema") + ".outbox_relay_wakeup") {}
-
-PgWakeup::~PgWakeup() { reset(); }
-
-void PgWakeup::reset() {
-  listener_.reset();
-  conn_.reset();
+    : table_(quoted_identifier(schema, "database.schema") + ".outbox_relay_wakeup"),
+      session_(std::make_unique<PgSession>(std::move(conninfo), "the wake-up listener")) {
+  // A hint only says "look now": the runner reads what there is whatever the payload.
+  session_->listen("outbox_events", [](const std::string&) {});
 }
 
-struct PgWakeup::Session {
-  explicit Session(const std::string& conninfo) : conn(conninfo) {}
-  pqxx::connection conn;
-};
-
-PgWakeup::Session& PgWakeup::session() {
-  if (conn_ && conn_->conn.is_open()) return *conn_;
-  reset();
-  try {
-    conn_ = std::make_unique<Session>(conninfo_);
-    // A fresh LISTEN after every reconnect: hints sent meanwhile are lost, which is why the
-    // runner also polls.
-    listener_ = std::make_unique<Listener>(conn_->conn, notified_);
-  } catch (...) {
-    reset();
-    rethrow_translated("connecting the wake-up listener");
-  }
-  return *conn_;
-}
+PgWakeup::~PgWakeup() = default;
 
 void PgWakeup::set_listening(bool listening) {
-  auto& c = session().conn;
-  try {
+  session_->run("setting the wake-up flag", [&](pqxx::connection& c) {
     pqxx::nontransaction tx(c);
-    tx.exec_params("UPDATE " + table_ +
-                       " SET listening = $1, changed_at = now() WHERE listening IS DISTINCT FROM $1",
+    tx.exec_params("UPDATE " + table_ + " SET listening = $1, changed_at = now() WHERE listening IS DISTINCT FROM $1",
                    listening);
-  } catch (...) {
-    reset();
-    rethrow_translated("setting the wake-up flag");
-  }
+  });
 }
 
 bool PgWakeup::wait(std::chrono::milliseconds timeout) {
   try {
-    auto& c = session().conn;
-    notified_ = false;
-    c.get_notifs();  // hints that arrived while we were busy
-    if (!notified_) {
-      auto us = std::chrono::duration_cast<std::chrono::microseconds>(timeout).count();
-      c.await_notification(static_cast<long>(us / 1'000'000), static_cast<long>(us % 1'000'000));
-    }
-    bool hit = notified_;
-    notified_ = false;
-    return hit;
-  } catch (...) {
-    reset();
-    // Database away: behave like a poll interval elapsing; the relay's own calls report it.
+    return session_->await_notifications("waiting for outbox hints", timeout) > 0;
+  } catch (const std::exception&) {
+    // Database away or refusing: behave like a poll interval elapsing; the relay's own calls
+    // report and classify it.
     std::this_thread::sleep_for(timeout);
     return false;
   }

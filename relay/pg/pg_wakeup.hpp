@@ -9,6 +9,8 @@
 
 namespace outbox::relay::pg {
 
+class PgSession;
+
 class PgWakeup final : public Wakeup {
  public:
   PgWakeup(std::string conninfo, std::string schema);
@@ -18,16 +20,8 @@ class PgWakeup final : public Wakeup {
   bool wait(std::chrono::milliseconds timeout) override;
 
  private:
-  struct Listener;
-  struct Session;  // owns the pqxx::connection (concrete type: connection_base's destructor is not virtual)
-  Session& session();  // connects when needed
-  void reset();
-
-  std::string conninfo_;
   std::string table_;
-  std::unique_ptr<Session> conn_;
-  std::unique_ptr<Listener> listener_;
-  bool notified_ = false;
+  std::unique_ptr<PgSession> session_;
 };
 
 }  // namespace outbox::relay::pg
