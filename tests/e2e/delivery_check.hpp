@@ -15,20 +15,10 @@
 #include <utility>
 #include <vector>
 
+#include "tests/support/eventually.hpp"
 #include "tests/support/mock_kafka.hpp"
 
 namespace outbox::test {
-
-// Polls `done` every `every` until it holds or the deadline passes; returns its last value.
-template <class Pred>
-bool eventually(Pred done, std::chrono::milliseconds deadline,
-                std::chrono::milliseconds every = std::chrono::milliseconds(50)) {
-  for (auto until = std::chrono::steady_clock::now() + deadline; std::chrono::steady_clock::now() < until;) {
-    if (done()) return true;
-    std::this_thread::sleep_for(every);  // polling an outside state
-  }
-  return done();
-}
 
 // Polls `done` until it holds or the deadline passes, consuming the topic meanwhile (the mock
 // cluster keeps a bounded log per partition, so the verifier reads while the relay writes).

@@ -12,6 +12,7 @@
 #include "relay/pg/pg_lease_store.hpp"
 #include "relay/pg/pg_session.hpp"
 #include "tests/integration/pg_fixture.hpp"
+#include "tests/support/eventually.hpp"
 
 using namespace outbox;
 using namespace outbox::relay;
@@ -27,13 +28,17 @@ long backend_pid(PgSession& s) {
   });
 }
 
+// Terminates the backend and waits until it is gone, so the session's next call meets a
+// closed connection whatever the machine's load.
 void terminate(const std::string& url, long pid) {
-  REQUIRE(scalar(url, "SELECT count(pg_terminate_backend(" + std::to_string(pid) + "))") == 1);
+  const auto p = std::to_string(pid);
+  REQUIRE(scalar(url, "SELECT count(pg_terminate_backend(" + p + "))") == 1);
+  REQUIRE(eventually([&] { return scalar(url, "SELECT count(*) FROM pg_stat_activity WHERE pid = " + p) == 0; }, 10s));
 }
 
 }  // namespace
 
-TEST_CASE("a terminated backend fails one call as transient, naming it; the next connects again and sets up again",
+TEST_CASE("a terminated backend fails one call as transient, naming it, and the next connects and sets up again",
           "[pg][session]") {
   const auto url = fresh_database();
   int set_ups = 0;
@@ -55,7 +60,7 @@ TEST_CASE("a terminated backend fails one call as transient, naming it; the next
   CHECK(s.reconnects() == 1);
 }
 
-TEST_CASE("a failed statement closes the session; the adapter's own exceptions pass unchanged and keep it",
+TEST_CASE("a failed statement closes the session, the adapter's own exceptions pass unchanged and keep it",
           "[pg][session]") {
   const auto url = fresh_database();
   PgSession s(url, "the test session");
@@ -77,7 +82,7 @@ TEST_CASE("a failed statement closes the session; the adapter's own exceptions p
   CHECK(s.reconnects() == 1);
 }
 
-TEST_CASE("a set-up that throws leaves no connection behind: the next call connects and sets up afresh",
+TEST_CASE("a set-up that throws leaves no connection behind, and the next call connects and sets up afresh",
           "[pg][session]") {
   const auto url = fresh_database();
   int set_ups = 0;
