@@ -9,6 +9,7 @@ packages=(
   libyaml-cpp-dev catch2 libcli11-dev nlohmann-json3-dev
   postgresql postgresql-client kcat util-linux procps
   systemd binutils
+  python3 python3-psycopg2 nodejs
 )
 
 missing=()
@@ -24,4 +25,20 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
 else
   echo "install-deps: all packages present"
+fi
+
+# npm comes with some nodejs builds and is Debian's own package with others.
+if ! command -v npm >/dev/null 2>&1; then
+  SUDO=""
+  [[ $(id -u) -ne 0 ]] && SUDO="sudo"
+  echo "install-deps: installing npm"
+  $SUDO apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends npm
+fi
+
+# The inbox examples' Node client (pg), into schema/examples/node_modules.
+examples="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/schema/examples"
+if [[ ! -f "$examples/node_modules/pg/package.json" ]]; then
+  echo "install-deps: npm install in $examples"
+  npm ci --prefix "$examples" --no-audit --no-fund --loglevel=error
 fi
