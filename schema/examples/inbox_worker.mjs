@@ -78,8 +78,9 @@ async function processBatch(client, inbox, limit) {
         await client.query("SELECT inbox_done($1)", [e.seq]);
         await client.query("RELEASE SAVEPOINT effect");
       } catch (err) {
-        // Not ours to finish (40001), or the connection is gone: nothing of this batch commits.
-        if (err.code === "40001" || err.code?.startsWith("08") || client.connectionLost) throw err;
+        // Class 40 (not ours to finish, a deadlock) or the connection gone: nothing of this
+        // batch commits, the whole transaction again.
+        if (err.code?.startsWith("40") || err.code?.startsWith("08") || client.connectionLost) throw err;
         const kind = err instanceof TransientFailure ? "transient" : err instanceof PermanentFailure ? "permanent" : "failed";
         await client.query("ROLLBACK TO SAVEPOINT effect");
         await client.query("SELECT inbox_fail($1, $2, $3, $4)", [e.seq, String(err.message).slice(0, 2000), kind, 1000]);
@@ -122,7 +123,7 @@ async function main() {
       await sleep(idle);  // nothing due: events retrying later, or none yet
       idle = Math.min(idle * 2, 1000);
     } catch (err) {
-      if (err.code === "40001" || err.code === "40P01") continue;  // claimed afresh
+      if (err.code?.startsWith("40")) continue;  // rolled back whole: claimed afresh
       console.error(`inbox-worker: ${err.message}; reconnecting`);
       await client?.end().catch(() => {});
       client = null;

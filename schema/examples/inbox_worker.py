@@ -11,7 +11,8 @@ A failing effect is rolled back to a savepoint taken before it and recorded with
 'transient' (retry later, no attempt counted), 'failed' (an attempt counted, dead-lettered when
 they run out) or 'permanent' (dead-lettered now); the rest of the batch goes on. inbox_done()
 raises SQLSTATE 40001 when the event was not this transaction's to finish: the whole
-transaction is rolled back and the batch claimed afresh.
+transaction is rolled back and the batch claimed afresh (so is any other class 40 error, a
+deadlock in the service's own effect for one).
 
 The effect here is the example service's own: a payload {"account": "a1", "amount": 5} adds to
 a balance and writes a ledger line, in these tables of the service:
@@ -70,8 +71,8 @@ def process_batch(conn, inbox, limit):
                     apply_effect(cur, seq, event_id, payload)
                     cur.execute("SELECT inbox_done(%s)", (seq,))
                     cur.execute("RELEASE SAVEPOINT effect")
-                except psycopg2.errors.SerializationFailure:
-                    raise  # not ours to finish: the whole transaction rolls back
+                except psycopg2.errors.TransactionRollbackError:
+                    raise  # 40001 not ours to finish, 40P01 a deadlock: the whole transaction again
                 except psycopg2.OperationalError:
                     raise  # the connection is gone: nothing of this batch commits
                 except Exception as e:  # the effect failed: undo it, record the attempt
@@ -118,8 +119,8 @@ def main():
                 break
             time.sleep(idle_wait)  # nothing due: events retrying later, or none yet
             idle_wait = min(idle_wait * 2, 1.0)
-        except psycopg2.errors.SerializationFailure:
-            continue  # claimed afresh
+        except psycopg2.errors.TransactionRollbackError:
+            continue  # rolled back whole (class 40): claimed afresh
         except psycopg2.OperationalError as e:
             print(f"inbox-worker: database away ({str(e).strip()}); retrying", file=sys.stderr)
             conn = None
