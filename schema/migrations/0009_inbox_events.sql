@@ -101,8 +101,10 @@ END
 $$;
 
 -- inbox_done for a batch, in one call: every event of p_seqs must be this transaction's to
--- finish (as inbox_done); any one that is not rolls the whole transaction back (40001).
-CREATE OR REPLACE FUNCTION inbox_done(p_seqs bigint[])
+-- finish (as inbox_done); any one that is not rolls the whole transaction back (40001). A name
+-- of its own, not an overload: clients that send parameters untyped (node-postgres, JDBC's
+-- setString) would find inbox_done($1) ambiguous.
+CREATE OR REPLACE FUNCTION inbox_done_batch(p_seqs bigint[])
 RETURNS void
 LANGUAGE plpgsql
 AS $$
@@ -116,7 +118,7 @@ BEGIN
     WHERE seq = ANY (p_seqs) AND processed_at IS NULL AND dead_lettered_at IS NULL;
     GET DIAGNOSTICS marked = ROW_COUNT;
     IF marked < wanted THEN
-        RAISE EXCEPTION 'inbox_done: % of % inbox events were already processed, dead-lettered or missing; '
+        RAISE EXCEPTION 'inbox_done_batch: % of % inbox events were already processed, dead-lettered or missing; '
                         'roll back (their effects are not yours to commit)', wanted - marked, wanted
             USING ERRCODE = '40001';
     END IF;
@@ -126,7 +128,7 @@ BEGIN
                    WHERE b.inbox = r.inbox AND b.topic = r.topic AND b.key = r.key AND b.processed_at IS NULL)
     LIMIT 1;
     IF FOUND THEN
-        RAISE EXCEPTION 'inbox_done: inbox event % has an earlier unprocessed event of its aggregate; '
+        RAISE EXCEPTION 'inbox_done_batch: inbox event % has an earlier unprocessed event of its aggregate; '
                         'claim events with inbox_claim in the transaction that processes them', behind
             USING ERRCODE = '40001';
     END IF;

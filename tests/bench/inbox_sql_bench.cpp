@@ -56,8 +56,8 @@ Figures run(const std::string& url, const std::string& inbox, long events, int w
     pool.emplace_back([&, w] {
       pqxx::connection c(url);
       c.prepare("claim", claim_sql);
-      c.prepare("done", "SELECT inbox_done($1::bigint)");
-      c.prepare("done_all", "SELECT inbox_done($1::bigint[])");
+      c.prepare("done", "SELECT inbox_done($1)");
+      c.prepare("done_all", "SELECT inbox_done_batch($1)");
       c.prepare("mark", "UPDATE inbox_events SET processed_at = now() WHERE seq = ANY($1::bigint[])");
       c.prepare("effect", "UPDATE bench_counters SET n = n + 1 WHERE worker = $1");
       std::vector<double> mine;
@@ -137,7 +137,7 @@ int main(int argc, char** argv) {
     std::printf("%-58s %10.0f %9.1f %9.1f %9.1f %8ld\n", name, f.events_per_s, f.p50_ms, f.p99_ms, f.max_ms, f.batches);
   };
   row("SQL API: inbox_claim + effect + inbox_done per event", each);
-  row("SQL API: inbox_claim + effect + inbox_done(batch)", all);
+  row("SQL API: inbox_claim + effect + inbox_done_batch", all);
   row("ceiling: plain SKIP LOCKED pop + effect + one UPDATE", pop);
   std::printf("ratio to the ceiling: per-event done %.2f, batch done %.2f\n", each.events_per_s / pop.events_per_s,
               all.events_per_s / pop.events_per_s);

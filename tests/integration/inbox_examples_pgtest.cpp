@@ -31,8 +31,10 @@ TEST_CASE("Python and Node workers through the SQL API: effects once and in orde
           "[pg][inbox][examples]") {
   const auto url = fresh_database();
   exec(url, "CREATE TABLE example_balances (account text PRIMARY KEY, balance bigint NOT NULL)");
+  // applied_by (the test's, not the example's): which worker's session wrote the line.
   exec(url, "CREATE TABLE example_ledger (id bigserial PRIMARY KEY, event_id text NOT NULL, account text NOT NULL, "
-            "amount bigint NOT NULL, seq bigint NOT NULL)");
+            "amount bigint NOT NULL, seq bigint NOT NULL, "
+            "applied_by text NOT NULL DEFAULT current_setting('application_name'))");
 
   // 4,000 events over 30 accounts (one partition each of three), amounts from the seed; two
   // poison events (not JSON; a tombstone) each with two events of its account behind it.
@@ -105,6 +107,11 @@ TEST_CASE("Python and Node workers through the SQL API: effects once and in orde
   CHECK(scalar(url, "SELECT count(*) FROM example_ledger") == 4000);
   CHECK(scalar(url, "SELECT count(DISTINCT event_id) FROM example_ledger") == 4000);
   CHECK(scalar(url, "SELECT count(*) FROM example_ledger WHERE account LIKE 'acct-poison%'") == 0);
+  // Both languages did work, and no good event needed a second attempt (a worker whose every
+  // call fails would otherwise hide behind the others).
+  CHECK(scalar(url, "SELECT count(*) FROM example_ledger WHERE applied_by = 'inbox-worker-python'") > 0);
+  CHECK(scalar(url, "SELECT count(*) FROM example_ledger WHERE applied_by = 'inbox-worker-node'") > 0);
+  CHECK(scalar(url, "SELECT count(*) FROM inbox_events WHERE attempts > 0 AND event_id NOT LIKE 'poison%'") == 0);
   // Each account's lines in its events' order (ledger ids follow the balance row's lock).
   CHECK(scalar(url, "SELECT count(*) FROM (SELECT seq < lag(seq) OVER (PARTITION BY account ORDER BY id) AS back "
                     "FROM example_ledger) l WHERE back") == 0);
