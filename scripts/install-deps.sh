@@ -39,6 +39,6 @@ fi
 # The inbox examples' Node client (pg), into schema/examples/node_modules.
 examples="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/schema/examples"
 if [[ ! -f "$examples/node_modules/pg/package.json" ]]; then
-  echo "install-deps: npm install in $examples"
+  echo "install-deps: npm ci in $examples"
   npm ci --prefix "$examples" --no-audit --no-fund --loglevel=error
 fi
