@@ -24,6 +24,18 @@ std::string hex(const std::string& bytes) {
   return out;
 }
 
+// What a written row's spec says it is and what a consumer must read of it.
+void take_spec(Written& w, const RowSpec& r) {
+  w.aggregate_type = r.aggregate_type;
+  w.aggregate_id = r.aggregate_id;
+  w.expect = r.expect;
+  w.topic = r.topic_expected;
+  w.value = r.payload;
+  w.event_type = r.event_type;
+  w.headers = r.headers_expected;
+  w.label = r.label;
+}
+
 // One producer session: a service writing its events, with its own seeded choices.
 class Producer {
  public:
@@ -89,16 +101,9 @@ class Producer {
     auto row = tx.exec_params(insert_sql(), r.aggregate_type, r.aggregate_id, r.event_type, payload_hex, r.headers_json,
                               r.topic, r.created_at, r.next_attempt_at, r.attempts, r.published_at)[0];
     w.id = row[0].as<std::string>();
-    w.aggregate_type = r.aggregate_type;
-    w.aggregate_id = r.aggregate_id;
     w.tx = tx_id;
     w.index = index;
-    w.expect = r.expect;
-    w.topic = r.topic_expected;
-    w.value = r.payload;
-    w.event_type = r.event_type;
-    w.headers = r.headers_expected;
-    w.label = r.label;
+    take_spec(w, r);
     return w;
   }
 
@@ -266,14 +271,7 @@ std::vector<Written> insert_hostile(Shared& s, std::vector<RowSpec> rows) {
       continue;  // not written (database away): nothing to expect
     }
     if (stale) c.reset();
-    w.aggregate_type = r.aggregate_type;
-    w.aggregate_id = r.aggregate_id;
-    w.expect = r.expect;
-    w.topic = r.topic_expected;
-    w.value = r.payload;
-    w.event_type = r.event_type;
-    w.headers = r.headers_expected;
-    w.label = r.label;
+    take_spec(w, r);
     out.push_back(std::move(w));
   }
   return out;

@@ -8,16 +8,6 @@ namespace outbox::test::checker {
 
 using namespace std::chrono_literals;
 
-std::string last_lines(const std::string& text, std::size_t lines) {
-  std::size_t start = text.size();
-  for (std::size_t n = 0; n <= lines; ++n) {
-    if (start == 0) return text;
-    start = text.rfind('\n', start - 1);
-    if (start == std::string::npos) return text;
-  }
-  return text.substr(start + 1);
-}
-
 std::string property_env(const std::string& name) {
   std::string e = "OUTBOX_RELAY_KAFKA_PROPERTY_";
   for (char ch : name) e += ch == '.' ? '_' : static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));

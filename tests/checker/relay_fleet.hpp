@@ -13,14 +13,12 @@
 #include "tests/checker/history.hpp"
 #include "tests/checker/producers.hpp"
 #include "tests/e2e/child_process.hpp"
+#include "tests/support/text_tail.hpp"
 
 namespace outbox::test::checker {
 
 // The environment variable that sets librdkafka property `name`.
 [[nodiscard]] std::string property_env(const std::string& name);
-
-// The last `lines` lines of `text`.
-[[nodiscard]] std::string last_lines(const std::string& text, std::size_t lines);
 
 class Relays {
  public:

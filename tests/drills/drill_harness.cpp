@@ -1,3 +1,4 @@
+#include "tests/support/text_tail.hpp"
 #include "tests/drills/drill_harness.hpp"
 
 #include <catch2/catch.hpp>
@@ -22,16 +23,6 @@ const std::string kConsumerBinary = OUTBOX_DEMO_CONSUMER_BINARY;
 namespace {
 
 using namespace std::chrono_literals;
-
-std::string last_lines(const std::string& text, std::size_t lines) {
-  std::size_t start = text.size();
-  for (std::size_t n = 0; n <= lines; ++n) {
-    if (start == 0) return text;
-    start = text.rfind('\n', start - 1);
-    if (start == std::string::npos) return text;
-  }
-  return text.substr(start + 1);
-}
 
 std::string seconds_text(const std::optional<Millis>& d) {
   if (!d) return "never";
