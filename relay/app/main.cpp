@@ -5,6 +5,7 @@
 #include <iostream>
 
 #include "relay/app/exit_codes.hpp"
+#include "relay/app/inbox_command.hpp"
 #include "relay/app/relay_command.hpp"
 #include "relay/cli/admin_commands.hpp"
 #include "relay/cli/config_commands.hpp"
@@ -38,8 +39,13 @@ int main(int argc, char** argv) {
   auto* migrate = parser.add_subcommand("migrate", "Apply the schema migrations (idempotent)");
   auto* check = parser.add_subcommand("check-config", "Validate and print the effective config, secrets redacted");
   auto* reference = parser.add_subcommand("config-reference", "Print every setting as a Markdown table");
-  for (auto* sub : {run, migrate, check}) common(sub);
+  auto* inbox = parser.add_subcommand("inbox", "The inbox sidecar: lands consumed events in the service's inbox_events");
+  inbox->require_subcommand(1);
+  auto* inbox_run = inbox->add_subcommand("run", "Consume inbox.topics into inbox_events until SIGTERM/SIGINT");
+  auto* inbox_check = inbox->add_subcommand("check-config", "Validate and print the sidecar's effective config");
+  for (auto* sub : {run, migrate, check, inbox_run, inbox_check}) common(sub);
   check->add_flag("--json", json, "Print JSON");
+  inbox_check->add_flag("--json", json, "Print JSON");
   const cli::AdminCommands admin(parser, common);  // status, dead-letters, replay
 
   try {
@@ -49,7 +55,7 @@ int main(int argc, char** argv) {
     return code == 0 ? 0 : admin.selected() ? app::kExitUsage : app::kExitConfig;
   }
   // `run` only: an operator's Ctrl-C must still end `status` or `migrate` at once.
-  if (run->parsed()) runtime::remember_early_stop_signals();
+  if (run->parsed() || inbox_run->parsed()) runtime::remember_early_stop_signals();
   if (reference->parsed()) return cli::run_config_reference();
 
   config::ConfigSources sources;
@@ -85,6 +91,8 @@ int main(int argc, char** argv) {
     if (run->parsed()) return app::run_relay(config, logger);
     if (migrate->parsed()) return cli::run_migrate(config, logger);
     if (check->parsed()) return cli::run_check_config(config, json);
+    if (inbox_run->parsed()) return app::run_inbox(config, logger);
+    if (inbox_check->parsed()) return cli::run_check_config(config, json, true);
   } catch (const ConfigError& e) {
     std::cerr << "outbox-relay: " << pg::redact_conninfo(e.what()) << "\n";
     return app::kExitConfig;

@@ -165,4 +165,43 @@ std::string render_metrics(const MetricsInputs& in) {
   return out;
 }
 
+std::string render_inbox_metrics(const InboxMetricsInputs& in) {
+  std::string out;
+#define OUTBOX_INBOX_RENDER(name, help) \
+  metric(out, "outbox_inbox_" #name, "counter", help, std::to_string(in.stats.name.load()));
+  OUTBOX_INBOX_STATS(OUTBOX_INBOX_RENDER)
+#undef OUTBOX_INBOX_RENDER
+  histogram(out, "outbox_inbox_batch_duration_seconds", "a batch from its first message to its offsets stored",
+            in.stats.batch_duration);
+  metric(out, "outbox_inbox_ready", "gauge", "1 when the last step reached the database and the brokers",
+         in.ready ? "1" : "0");
+  metric(out, "outbox_inbox_partitions_assigned", "gauge", "partitions this sidecar consumes",
+         std::to_string(in.partitions_assigned));
+  metric(out, "outbox_inbox_offset_commit_failures_total", "counter",
+         "offset commits the group refused or that did not reach it (redeliveries follow, absorbed)",
+         count(in.commit_failures));
+  metric(out, "outbox_inbox_database_reconnects_total", "counter", "connections to the inbox database opened again",
+         count(in.database_reconnects));
+  metric(out, "outbox_inbox_retention_deleted_total", "counter", "processed inbox rows deleted by retention",
+         count(in.retention_deleted));
+  metric(out, "outbox_inbox_http_refused_total", "counter", "HTTP connections refused at the connection limit",
+         count(in.http_refused));
+  if (in.backlog) {
+    metric(out, "outbox_inbox_pending", "gauge", "events waiting for the service's workers, due now",
+           std::to_string(in.backlog->pending));
+    metric(out, "outbox_inbox_retrying", "gauge", "events waiting for a retry after a failed attempt",
+           std::to_string(in.backlog->retrying));
+    metric(out, "outbox_inbox_dead_lettered", "gauge", "events dead-lettered by the workers (need an operator)",
+           std::to_string(in.backlog->dead_lettered));
+    metric(out, "outbox_inbox_held_back", "gauge", "events waiting behind a dead-lettered event of their aggregate",
+           std::to_string(in.backlog->held_back));
+    metric(out, "outbox_inbox_oldest_unprocessed_age_seconds", "gauge",
+           "age of the oldest unprocessed event (not dead-lettered)", number(in.backlog->oldest_age_s, "%.3f"));
+  }
+  if (in.backlog_age_s)
+    metric(out, "outbox_inbox_backlog_snapshot_age_seconds", "gauge", "how old the backlog figures above are",
+           number(*in.backlog_age_s, "%.3f"));
+  return out;
+}
+
 }  // namespace outbox::relay::app

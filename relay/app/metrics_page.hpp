@@ -7,8 +7,10 @@
 #include <optional>
 #include <string>
 
+#include "relay/core/inbox_lander.hpp"
 #include "relay/core/ownership.hpp"
 #include "relay/core/relay_stats.hpp"
+#include "relay/pg/pg_inbox_store.hpp"
 #include "relay/pg/pg_status.hpp"
 
 namespace outbox::relay::app {
@@ -30,5 +32,21 @@ struct MetricsInputs {
 };
 
 [[nodiscard]] std::string render_metrics(const MetricsInputs& in);
+
+// The inbox sidecar's page: its core's counters (inbox_lander.hpp), the consumer's facts and
+// the inbox's backlog as the service's workers see it.
+struct InboxMetricsInputs {
+  const InboxStats& stats;
+  bool ready = false;
+  std::size_t partitions_assigned = 0;
+  std::uint64_t commit_failures = 0;
+  std::uint64_t database_reconnects = 0;
+  std::uint64_t retention_deleted = 0;
+  std::uint64_t http_refused = 0;
+  std::optional<pg::InboxBacklog> backlog{};  // the latest snapshot; nullopt: never read
+  std::optional<double> backlog_age_s{};
+};
+
+[[nodiscard]] std::string render_inbox_metrics(const InboxMetricsInputs& in);
 
 }  // namespace outbox::relay::app

@@ -4,6 +4,7 @@
 
 #include <iostream>
 
+#include "relay/app/inbox_command.hpp"
 #include "relay/app/settings.hpp"
 #include "relay/core/errors.hpp"
 #include "relay/config/config_loader.hpp"
@@ -29,8 +30,12 @@ int run_migrate(const config::Config& c, Logger& logger) {
   return 0;
 }
 
-int run_check_config(const config::Config& c, bool json) {
-  (void)app::daemon_settings(c);  // what `run` would refuse, refused here
+int run_check_config(const config::Config& c, bool json, bool inbox) {
+  // What `run` (or `inbox run`) would refuse, refused here.
+  if (inbox)
+    (void)app::inbox_settings(c);
+  else
+    (void)app::daemon_settings(c);
   auto entries = config::effective_config(c);
   if (json) {
     nlohmann::ordered_json j = nlohmann::ordered_json::object();
@@ -40,6 +45,10 @@ int run_check_config(const config::Config& c, bool json) {
     std::size_t width = 0;
     for (const auto& [k, v] : entries) width = std::max(width, k.size());
     for (const auto& [k, v] : entries) std::cout << k << std::string(width - k.size() + 2, ' ') << v << "\n";
+    if (inbox && c.inbox.retention_hours > 0 && c.inbox.topic_retention_hours == 0)
+      std::cout << "note: inbox.topic_retention_hours is not set, so inbox.retention_hours (" << c.inbox.retention_hours
+                << ") cannot be checked against the topics' retention: it must be longer, or a message "
+                   "redelivered after its row was purged is processed again\n";
     std::cout << "configuration is valid\n";
   }
   return 0;

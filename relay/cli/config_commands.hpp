@@ -8,7 +8,8 @@
 namespace outbox::relay::cli {
 
 int run_migrate(const config::Config& config, Logger& logger);
-int run_check_config(const config::Config& config, bool json);
+// `inbox`: the inbox sidecar's settings (`inbox check-config`) instead of the relay's.
+int run_check_config(const config::Config& config, bool json, bool inbox = false);
 int run_config_reference();
 
 }  // namespace outbox::relay::cli

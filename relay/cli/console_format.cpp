@@ -5,22 +5,11 @@
 #include <cstdio>
 #include <iostream>
 
+#include "outbox/common/encoding.hpp"
+
 namespace outbox::relay::cli {
 
-std::string base64(const std::string& bytes) {
-  static const char* k = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-  std::string out;
-  for (std::size_t i = 0; i < bytes.size(); i += 3) {
-    std::uint32_t n = static_cast<unsigned char>(bytes[i]) << 16;
-    if (i + 1 < bytes.size()) n |= static_cast<unsigned char>(bytes[i + 1]) << 8;
-    if (i + 2 < bytes.size()) n |= static_cast<unsigned char>(bytes[i + 2]);
-    out += k[(n >> 18) & 63];
-    out += k[(n >> 12) & 63];
-    out += i + 1 < bytes.size() ? k[(n >> 6) & 63] : '=';
-    out += i + 2 < bytes.size() ? k[n & 63] : '=';
-  }
-  return out;
-}
+std::string base64(const std::string& bytes) { return common::base64(bytes); }
 
 bool printable_utf8(const std::string& s) {
   for (std::size_t i = 0; i < s.size();) {

@@ -65,6 +65,29 @@ struct OwnershipConfig {
   int renew_interval_ms = 2'000;
 };
 
+// The inbox sidecar (`outbox-relay inbox run`): consumes inbox.topics with a consumer group
+// and lands each message in database.schema's inbox_events.
+enum class MissingId { dead_letter, position };
+[[nodiscard]] inline const char* name_of(MissingId m) { return m == MissingId::dead_letter ? "dead_letter" : "position"; }
+
+struct InboxConfig {
+  std::string name = "default";
+  std::string topics;    // comma-separated
+  std::string group_id;  // empty: "outbox-inbox-<name>"
+  std::string event_id_header = "id";
+  std::string event_type_header = "eventType";
+  MissingId missing_id = MissingId::dead_letter;
+  std::string dead_letter_topic;  // empty: "<source topic>.dlq"
+  int batch_size = 1000;
+  int linger_ms = 5;
+  int max_message_bytes = 8 << 20;
+  int commit_interval_ms = 1'000;
+  int shutdown_timeout_ms = 10'000;
+  int retention_hours = 336;       // processed rows purged after this; 0: kept
+  int topic_retention_hours = 0;   // the topics' retention, when known; 0: unknown
+  std::map<std::string, std::string> consumer_properties;  // raw librdkafka consumer properties
+};
+
 struct HttpConfig {
   std::string listen = "127.0.0.1:9464";  // host:port for /healthz, /readyz, /metrics; empty: off
 };
@@ -81,6 +104,7 @@ struct Config {
   RelaySettings relay;
   RetentionConfig retention;
   OwnershipConfig ownership;
+  InboxConfig inbox;
   HttpConfig http;
   LogConfig log;
 };

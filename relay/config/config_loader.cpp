@@ -27,6 +27,16 @@ namespace {
 const std::string kPropertiesKey = "kafka.properties";
 const std::string kEnvPrefix = "OUTBOX_RELAY_";
 const std::string kPropertyEnvPrefix = "OUTBOX_RELAY_KAFKA_PROPERTY_";
+const std::string kConsumerPropertiesKey = "inbox.consumer_properties";
+const std::string kConsumerPropertyEnvPrefix = "OUTBOX_RELAY_INBOX_CONSUMER_PROPERTY_";
+
+// The two pass-through maps of librdkafka properties: the relay's producer and the inbox
+// sidecar's consumer.
+std::map<std::string, std::string>* property_map(Config& c, const std::string& key) {
+  if (key == kPropertiesKey) return &c.kafka.properties;
+  if (key == kConsumerPropertiesKey) return &c.inbox.consumer_properties;
+  return nullptr;
+}
 
 std::string env_name(const std::string& key) {
   std::string e = kEnvPrefix;
@@ -68,10 +78,11 @@ std::string unknown_key(const std::string& key) {
 class Loader {
  public:
   void apply(const std::string& key, const std::string& value, const std::string& origin) {
-    if (key.starts_with(kPropertiesKey + ".")) {
-      std::string name = key.substr(kPropertiesKey.size() + 1);
+    for (const auto& map_key : {kPropertiesKey, kConsumerPropertiesKey}) {
+      if (!key.starts_with(map_key + ".")) continue;
+      std::string name = key.substr(map_key.size() + 1);
       if (name.empty()) return error(key + ": empty property name" + origin);
-      config_.kafka.properties[name] = value;
+      (*property_map(config_, map_key))[name] = value;
       return;
     }
     const Setting* s = find_setting(key);
@@ -150,7 +161,7 @@ class Loader {
       std::string key = prefix.empty() ? name : prefix + "." + name;
       if (!first_time(seen, key)) continue;
       const YAML::Node& value = kv.second;
-      if (key == kPropertiesKey) {
+      if (property_map(config_, key) != nullptr) {
         if (!value.IsMap() && !value.IsNull()) {
           error(key + ": must be a mapping of librdkafka property names to values");
           continue;
@@ -215,14 +226,19 @@ Config load_config(const ConfigSources& sources) {
   Loader l;
   if (sources.file) l.load_yaml(*sources.file);
   for (const auto& [name, value] : sources.environment) {
-    if (name.starts_with(kPropertyEnvPrefix)) {
-      std::string prop = name.substr(kPropertyEnvPrefix.size());
+    bool property = false;
+    for (const auto& [prefix, map_key] : {std::pair{kPropertyEnvPrefix, kPropertiesKey},
+                                          std::pair{kConsumerPropertyEnvPrefix, kConsumerPropertiesKey}}) {
+      if (!name.starts_with(prefix)) continue;
+      std::string prop = name.substr(prefix.size());
       std::transform(prop.begin(), prop.end(), prop.begin(), [](unsigned char c) {
         return c == '_' ? '.' : static_cast<char>(std::tolower(c));
       });
-      l.apply(kPropertiesKey + "." + prop, value, " (from " + name + ")");
-      continue;
+      l.apply(map_key + "." + prop, value, " (from " + name + ")");
+      property = true;
+      break;
     }
+    if (property) continue;
     if (!name.starts_with(kEnvPrefix)) continue;
     const Setting* match = nullptr;
     for (const auto& s : settings())
@@ -240,6 +256,11 @@ Config load_config(const ConfigSources& sources) {
   if (c.ownership.renew_interval_ms * 20 > c.ownership.lease_ttl_ms * 9)
     l.error("ownership.renew_interval_ms: at most 0.45 of ownership.lease_ttl_ms (" +
             std::to_string(c.ownership.lease_ttl_ms) + "), so one missed renewal does not lose the lanes");
+  if (c.inbox.retention_hours > 0 && c.inbox.topic_retention_hours > 0 &&
+      c.inbox.retention_hours <= c.inbox.topic_retention_hours)
+    l.error("inbox.retention_hours: " + std::to_string(c.inbox.retention_hours) +
+            " is not longer than inbox.topic_retention_hours (" + std::to_string(c.inbox.topic_retention_hours) +
+            "): a message redelivered or replayed after its processed row was purged would be processed again");
   if (!c.database.url.empty()) {
     try {
       (void)pg::parse_conninfo(c.database.url, "database.url");
@@ -265,6 +286,8 @@ std::vector<std::pair<std::string, std::string>> effective_config(const Config& 
   }
   for (const auto& [k, v] : config.kafka.properties)
     out.emplace_back(kPropertiesKey + "." + k, kafka::secret_property(k) ? "********" : v);
+  for (const auto& [k, v] : config.inbox.consumer_properties)
+    out.emplace_back(kConsumerPropertiesKey + "." + k, kafka::secret_property(k) ? "********" : v);
   return out;
 }
 
@@ -290,6 +313,12 @@ std::vector<SettingDoc> settings_reference() {
                  "retries 0, message.timeout.ms (use kafka.delivery_timeout_ms), bootstrap.servers (use "
                  "kafka.brokers), and any name or value librdkafka refuses. In the variable name, dots become "
                  "underscores."});
+  out.push_back({kConsumerPropertiesKey + ".<name>", kConsumerPropertyEnvPrefix + "<NAME>", "",
+                 "Inbox sidecar: any librdkafka consumer property, passed through (security.*, sasl.*, ssl.* also "
+                 "go to its dead-letter producer). Refused with exit 78: enable.auto.offset.store, "
+                 "enable.auto.commit and auto.commit.interval.ms (offsets are stored only after their batch "
+                 "committed; use inbox.commit_interval_ms), group.id (inbox.group_id), bootstrap.servers "
+                 "(kafka.brokers), enable.partition.eof, and any name or value librdkafka refuses."});
   return out;
 }
 

@@ -136,6 +136,48 @@ const std::vector<Setting>& settings() {
               300'000,
               "How often leases are renewed and the fair share recomputed; at most 0.45 of "
               "ownership.lease_ttl_ms. Joins, departures and lanes handed back are noticed at once (NOTIFY)."),
+      text("inbox.name", [](Config& c) -> std::string& { return c.inbox.name; },
+           "Inbox sidecar: the inbox's name in inbox_events (several inboxes may share the table)."),
+      text("inbox.topics", [](Config& c) -> std::string& { return c.inbox.topics; },
+           "Inbox sidecar: topics to consume, comma-separated. Required for `inbox run`."),
+      text("inbox.group_id", [](Config& c) -> std::string& { return c.inbox.group_id; },
+           "Inbox sidecar: Kafka consumer group. Empty: outbox-inbox-<inbox.name>. Sidecars of one group "
+           "share the partitions."),
+      text("inbox.event_id_header", [](Config& c) -> std::string& { return c.inbox.event_id_header; },
+           "Inbox sidecar: header carrying the event id (the relay's message.id_header). A message with "
+           "more than one, or one without a value, is dead-lettered."),
+      text("inbox.event_type_header", [](Config& c) -> std::string& { return c.inbox.event_type_header; },
+           "Inbox sidecar: header carrying the event type (inbox_events.event_type); empty: none."),
+      choice<MissingId>("inbox.missing_id", [](Config& c) -> MissingId& { return c.inbox.missing_id; },
+             {"dead_letter", "position"},
+             "Inbox sidecar: a message without an event id header is dead-lettered, or given the id "
+             "kafka:<topic>/<partition>/<offset> (a redelivery of the same message keeps it and is absorbed; "
+             "the same event published twice is not)."),
+      text("inbox.dead_letter_topic", [](Config& c) -> std::string& { return c.inbox.dead_letter_topic; },
+           "Inbox sidecar: topic for messages the inbox cannot store (too large, undecodable, ambiguous id). "
+           "Empty: <source topic>.dlq."),
+      integer("inbox.batch_size", [](Config& c) -> int& { return c.inbox.batch_size; }, 1, 100'000,
+              "Inbox sidecar: messages landed per transaction."),
+      integer("inbox.linger_ms", [](Config& c) -> int& { return c.inbox.linger_ms; }, 0, 10'000,
+              "Inbox sidecar: how long a started batch waits to fill before it lands."),
+      integer("inbox.max_message_bytes", [](Config& c) -> int& { return c.inbox.max_message_bytes; }, 1'024,
+              1 << 30, "Inbox sidecar: larger messages (key, value and headers) are dead-lettered."),
+      integer("inbox.commit_interval_ms", [](Config& c) -> int& { return c.inbox.commit_interval_ms; }, 10,
+              600'000,
+              "Inbox sidecar: how often offsets of landed batches are committed to the group (also on a "
+              "rebalance and at shutdown). Longer: more redeliveries after a crash, all absorbed."),
+      integer("inbox.shutdown_timeout_ms", [](Config& c) -> int& { return c.inbox.shutdown_timeout_ms; }, 0,
+              3'600'000,
+              "Inbox sidecar: on SIGTERM, how long to keep trying to land what is held before committing "
+              "what landed and exiting 0."),
+      integer("inbox.retention_hours", [](Config& c) -> int& { return c.inbox.retention_hours; }, 0, 87'600,
+              "Inbox sidecar: processed inbox rows are deleted this long after processing; 0 keeps them. It "
+              "must outlast any redelivery or replay (the topics' retention): a message redelivered after its "
+              "row is gone lands again and is processed twice."),
+      integer("inbox.topic_retention_hours", [](Config& c) -> int& { return c.inbox.topic_retention_hours; }, 0,
+              87'600,
+              "Inbox sidecar: the topics' retention.ms in hours, when known (0: unknown). A shorter "
+              "inbox.retention_hours is refused."),
       text("http.listen", [](Config& c) -> std::string& { return c.http.listen; },
            "host:port serving /healthz (alive), /readyz (database and broker reached recently) and "
            "/metrics (Prometheus). Loopback by default; 0.0.0.0:9464 in a container. Empty: no HTTP."),

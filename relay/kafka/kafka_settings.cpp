@@ -20,8 +20,8 @@ bool truthy(std::string v) {
   return v == "true" || v == "t" || v == "1";
 }
 
-[[noreturn]] void refuse(const std::string& name, const std::string& why) {
-  throw ConfigError("kafka.properties." + name + ": " + why);
+[[noreturn]] void refuse(const std::string& name, const std::string& why, const std::string& prefix = "kafka.properties.") {
+  throw ConfigError(prefix + name + ": " + why);
 }
 
 // Partitioners that put every key, the empty one included, on one partition. The *_random
@@ -61,6 +61,24 @@ void check_brokers(const std::string& brokers) {
   }
 }
 
+// Names and values librdkafka itself refuses, found before anything runs.
+static void refused_by_librdkafka(const std::map<std::string, std::string>& properties, const std::string& prefix) {
+  rd_kafka_conf_t* conf = rd_kafka_conf_new();
+  char err[512];
+  for (const auto& [name, value] : properties) {
+    if (rd_kafka_conf_set(conf, name.c_str(), value.c_str(), err, sizeof err) != RD_KAFKA_CONF_OK) {
+      rd_kafka_conf_destroy(conf);
+      std::string why = err;
+      // librdkafka quotes the value it refuses: never for a property that can hold a secret.
+      if (secret_property(name))
+        for (auto at = why.find(value); !value.empty() && at != std::string::npos; at = why.find(value))
+          why.replace(at, value.size(), "********");
+      refuse(name, why, prefix);
+    }
+  }
+  rd_kafka_conf_destroy(conf);
+}
+
 void check_properties(const std::map<std::string, std::string>& properties) {
   // Contract 10: nothing passed through may switch off per-key order or at-least-once.
   for (const auto& [name, value] : properties) {
@@ -94,21 +112,23 @@ void check_properties(const std::map<std::string, std::string>& properties) {
       refuse(name, "set kafka.brokers instead");
     if (name == "dr_msg_cb" || name == "dr_cb") refuse(name, "is set by the relay and cannot be overridden");
   }
-  // Names and values librdkafka itself refuses, found before anything runs.
-  rd_kafka_conf_t* conf = rd_kafka_conf_new();
-  char err[512];
+  refused_by_librdkafka(properties, "kafka.properties.");
+}
+
+void check_consumer_properties(const std::map<std::string, std::string>& properties) {
+  const std::string prefix = "inbox.consumer_properties.";
   for (const auto& [name, value] : properties) {
-    if (rd_kafka_conf_set(conf, name.c_str(), value.c_str(), err, sizeof err) != RD_KAFKA_CONF_OK) {
-      rd_kafka_conf_destroy(conf);
-      std::string why = err;
-      // librdkafka quotes the value it refuses: never for a property that can hold a secret.
-      if (secret_property(name))
-        for (auto at = why.find(value); !value.empty() && at != std::string::npos; at = why.find(value))
-          why.replace(at, value.size(), "********");
-      refuse(name, why);
-    }
+    if (name == "enable.auto.offset.store")
+      refuse(name, "is the sidecar's: an offset is stored only after its batch committed in the inbox", prefix);
+    if (name == "enable.auto.commit")
+      refuse(name, "is the sidecar's (it commits stored offsets); set inbox.commit_interval_ms instead", prefix);
+    if (name == "auto.commit.interval.ms") refuse(name, "set inbox.commit_interval_ms instead", prefix);
+    if (name == "group.id") refuse(name, "set inbox.group_id instead", prefix);
+    if (name == "bootstrap.servers" || name == "metadata.broker.list") refuse(name, "set kafka.brokers instead", prefix);
+    if (name == "enable.partition.eof") refuse(name, "is the sidecar's", prefix);
+    if (name == "rebalance_cb" || name == "offset_commit_cb") refuse(name, "is set by the sidecar", prefix);
   }
-  rd_kafka_conf_destroy(conf);
+  refused_by_librdkafka(properties, prefix);
 }
 
 }  // namespace outbox::relay::kafka

@@ -14,6 +14,11 @@ namespace outbox::relay::kafka {
 // for names or values librdkafka refuses.
 void check_properties(const std::map<std::string, std::string>& properties);
 
+// The inbox sidecar's consumer properties (inbox.consumer_properties.<name>): refused when
+// they would let an offset be committed before its batch is in the inbox, or when another
+// setting owns them; then whatever librdkafka refuses.
+void check_consumer_properties(const std::map<std::string, std::string>& properties);
+
 // Properties whose value can carry a credential (passwords, secrets, keys, tokens, OAuth and
 // JAAS configurations): shown as ******** and never echoed in an error.
 [[nodiscard]] bool secret_property(const std::string& name);

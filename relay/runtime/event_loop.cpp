@@ -38,6 +38,20 @@ void EventLoop::serve_http(const boost::asio::ip::tcp::endpoint& endpoint, http:
 
 void EventLoop::start(const RelayStats& stats, milliseconds report_every, milliseconds stall_limit,
                       milliseconds shutdown_timeout, std::function<void()> on_deadline) {
+  auto report = [this, &stats] {
+    logger_.log(LogLevel::info, "progress",
+                {{"published_total", std::to_string(stats.published_total.load())},
+                 {"failed_transient_total", std::to_string(stats.failed_transient_total.load())},
+                 {"failed_permanent_total", std::to_string(stats.failed_permanent_total.load())},
+                 {"dead_lettered_total", std::to_string(stats.dead_lettered_total.load())},
+                 {"batches_total", std::to_string(stats.batches_total.load())}});
+  };
+  start(stats.heartbeat_ns, report, report_every, stall_limit, shutdown_timeout, std::move(on_deadline));
+}
+
+void EventLoop::start(const std::atomic<std::int64_t>& heartbeat_ns, std::function<void()> report,
+                      milliseconds report_every, milliseconds stall_limit, milliseconds shutdown_timeout,
+                      std::function<void()> on_deadline) {
   auto on_signal = [this, shutdown_timeout, on_deadline = std::move(on_deadline)](const boost::system::error_code& ec,
                                                                                  int signo) {
     if (ec) return;
@@ -61,9 +75,9 @@ void EventLoop::start(const RelayStats& stats, milliseconds report_every, millis
     boost::asio::post(io_, [on_signal, early] { on_signal({}, early); });
   else
     signals_.async_wait(on_signal);
-  schedule_report(stats, report_every);
+  schedule_report(std::move(report), report_every);
   if (auto timeout = systemd_.watchdog())
-    schedule_watchdog(stats, *timeout, std::max<std::chrono::microseconds>(*timeout, stall_limit));
+    schedule_watchdog(heartbeat_ns, *timeout, std::max<std::chrono::microseconds>(*timeout, stall_limit));
   thread_ = std::thread([this] { io_.run(); });
 }
 
@@ -72,34 +86,29 @@ void EventLoop::shutdown() {
   if (thread_.joinable()) thread_.join();
 }
 
-void EventLoop::schedule_report(const RelayStats& stats, milliseconds every) {
+void EventLoop::schedule_report(std::function<void()> report, milliseconds every) {
   report_timer_.expires_after(every);
-  report_timer_.async_wait([this, &stats, every](const boost::system::error_code& ec) {
+  report_timer_.async_wait([this, report = std::move(report), every](const boost::system::error_code& ec) mutable {
     if (ec || stop_) return;
-    logger_.log(LogLevel::info, "progress",
-                {{"published_total", std::to_string(stats.published_total.load())},
-                 {"failed_transient_total", std::to_string(stats.failed_transient_total.load())},
-                 {"failed_permanent_total", std::to_string(stats.failed_permanent_total.load())},
-                 {"dead_lettered_total", std::to_string(stats.dead_lettered_total.load())},
-                 {"batches_total", std::to_string(stats.batches_total.load())}});
-    schedule_report(stats, every);
+    report();
+    schedule_report(std::move(report), every);
   });
 }
 
 // Pings systemd's watchdog at half its timeout, but only while the relay thread shows a
 // heartbeat younger than `stall_limit`: a hung relay thread stops the pings and systemd
 // restarts the service. Waiting for a database or broker is not a hang.
-void EventLoop::schedule_watchdog(const RelayStats& stats, std::chrono::microseconds timeout,
+void EventLoop::schedule_watchdog(const std::atomic<std::int64_t>& heartbeat_ns, std::chrono::microseconds timeout,
                                   std::chrono::microseconds stall_limit) {
   watchdog_timer_.expires_after(timeout / 2);
-  watchdog_timer_.async_wait([this, &stats, timeout, stall_limit](const boost::system::error_code& ec) {
+  watchdog_timer_.async_wait([this, &heartbeat_ns, timeout, stall_limit](const boost::system::error_code& ec) {
     if (ec) return;
-    const auto beat = std::chrono::nanoseconds(stats.heartbeat_ns.load());
+    const auto beat = std::chrono::nanoseconds(heartbeat_ns.load());
     if (std::chrono::steady_clock::now().time_since_epoch() - beat < stall_limit) systemd_.notify("WATCHDOG=1");
     else
       logger_.log(LogLevel::error, "watchdog_missed",
                   {{"note", "the relay thread has not made progress; systemd will restart the service"}});
-    schedule_watchdog(stats, timeout, stall_limit);
+    schedule_watchdog(heartbeat_ns, timeout, stall_limit);
   });
 }
 

@@ -41,6 +41,11 @@ class EventLoop {
   // thread busy before the watchdog stops pinging systemd.
   void start(const RelayStats& stats, std::chrono::milliseconds report_every, std::chrono::milliseconds stall_limit,
              std::chrono::milliseconds shutdown_timeout, std::function<void()> on_deadline);
+  // The same for any worker: `heartbeat_ns` is its liveness (steady clock), `report` writes
+  // one progress line every `report_every`.
+  void start(const std::atomic<std::int64_t>& heartbeat_ns, std::function<void()> report,
+             std::chrono::milliseconds report_every, std::chrono::milliseconds stall_limit,
+             std::chrono::milliseconds shutdown_timeout, std::function<void()> on_deadline);
 
   [[nodiscard]] const SystemdNotifier& systemd() const { return systemd_; }
   [[nodiscard]] std::atomic<bool>& stop_flag() { return stop_; }
@@ -50,8 +55,9 @@ class EventLoop {
   void shutdown();
 
  private:
-  void schedule_report(const RelayStats& stats, std::chrono::milliseconds every);
-  void schedule_watchdog(const RelayStats& stats, std::chrono::microseconds timeout, std::chrono::microseconds stall_limit);
+  void schedule_report(std::function<void()> report, std::chrono::milliseconds every);
+  void schedule_watchdog(const std::atomic<std::int64_t>& heartbeat_ns, std::chrono::microseconds timeout,
+                         std::chrono::microseconds stall_limit);
 
   Logger& logger_;
   SystemdNotifier systemd_;

@@ -216,3 +216,42 @@ TEST_CASE("choices load as typed values and show as their names", "[config]") {
   CHECK(shown.at("log.format") == "text");
   CHECK(shown.at("log.level") == "warn");
 }
+
+TEST_CASE("the inbox sidecar's section: topics, consumer properties from YAML and the environment", "[config][inbox]") {
+  TempYaml y(R"(
+kafka:
+  brokers: k1:9092
+inbox:
+  name: payments
+  topics: outbox.event.account, outbox.event.card
+  missing_id: position
+  consumer_properties:
+    session.timeout.ms: 12000
+    sasl.password: hunter2
+)");
+  ConfigSources s;
+  s.file = y.path;
+  s.environment = {{"OUTBOX_RELAY_INBOX_CONSUMER_PROPERTY_FETCH_MAX_BYTES", "1048576"},
+                   {"OUTBOX_RELAY_INBOX_BATCH_SIZE", "500"}};
+  auto c = load_config(s);
+  CHECK(c.inbox.name == "payments");
+  CHECK(c.inbox.topics == "outbox.event.account, outbox.event.card");
+  CHECK(c.inbox.missing_id == MissingId::position);
+  CHECK(c.inbox.batch_size == 500);
+  CHECK(c.inbox.consumer_properties.at("session.timeout.ms") == "12000");
+  CHECK(c.inbox.consumer_properties.at("fetch.max.bytes") == "1048576");
+  CHECK(c.kafka.properties.empty());
+  std::string all;
+  for (const auto& [k, v] : effective_config(c)) all += k + "=" + v + "\n";
+  CHECK_THAT(all, Catch::Contains("inbox.consumer_properties.sasl.password=********"));
+  CHECK_THAT(all, !Catch::Contains("hunter2"));
+}
+
+TEST_CASE("an inbox retention no longer than the topics' is refused, naming both keys", "[config][inbox]") {
+  ConfigSources s;
+  s.overrides = {{"inbox.retention_hours", "168"}, {"inbox.topic_retention_hours", "168"}};
+  CHECK_THROWS_WITH(load_config(s), Catch::Contains("inbox.retention_hours: 168 is not longer than "
+                                                    "inbox.topic_retention_hours (168)"));
+  s.overrides = {{"inbox.retention_hours", "0"}, {"inbox.topic_retention_hours", "168"}};
+  CHECK_NOTHROW(load_config(s));  // 0: processed rows are kept
+}

@@ -29,3 +29,21 @@ TEST_CASE("a refused value of a secret-bearing property is not echoed", "[kafka]
   CHECK_FALSE(kafka::secret_property("sasl.username"));
   CHECK_FALSE(kafka::secret_property("linger.ms"));
 }
+
+TEST_CASE("the inbox consumer refuses properties that would commit an offset before its batch landed",
+          "[kafka][inbox]") {
+  for (const auto& [name, value] : std::vector<std::pair<std::string, std::string>>{
+           {"enable.auto.offset.store", "true"},
+           {"enable.auto.commit", "false"},
+           {"auto.commit.interval.ms", "5"},
+           {"group.id", "g"},
+           {"bootstrap.servers", "k:9092"},
+           {"enable.partition.eof", "true"}}) {
+    INFO(name);
+    CHECK_THROWS_WITH(kafka::check_consumer_properties({{name, value}}),
+                      Catch::StartsWith("inbox.consumer_properties." + name + ":"));
+  }
+  CHECK_THROWS_WITH(kafka::check_consumer_properties({{"no.such.property", "x"}}),
+                    Catch::StartsWith("inbox.consumer_properties.no.such.property:"));
+  CHECK_NOTHROW(kafka::check_consumer_properties({{"session.timeout.ms", "12000"}, {"isolation.level", "read_committed"}}));
+}

@@ -1,0 +1,59 @@
+// The inbox sidecar's PostgreSQL adapter: lands a batch of consumed messages in the service's
+// inbox_events (migration 0009) with one INSERT ... ON CONFLICT (inbox, event_id) DO NOTHING in
+// one transaction, in the batch's order, and reads what the operators and metrics need.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "relay/core/inbox_ports.hpp"
+
+namespace pqxx {
+class connection_base;
+}
+
+namespace outbox::relay::pg {
+
+class PgSession;
+
+struct PgInboxOptions {
+  std::string conninfo;
+  std::string schema = "public";
+  std::string inbox = "default";
+};
+
+struct InboxBacklog {
+  std::int64_t pending = 0, retrying = 0, dead_lettered = 0, held_back = 0;
+  double oldest_age_s = 0;
+};
+
+class PgInboxStore final : public InboxStore {
+ public:
+  explicit PgInboxStore(PgInboxOptions options);
+  ~PgInboxStore() override;
+
+  // A statement that fails on one row's content (SQLSTATE classes 22 and 54) lands the rows one
+  // by one: the others land, the failing ones come back refused.
+  LandOutcome land(const std::vector<InboxRow>& rows) override;
+  void ping() override;
+  // Throws SchemaError when inbox_events or one of its columns is missing (not migrated).
+  void verify_schema();
+  [[nodiscard]] InboxBacklog backlog();
+  // Deletes processed rows older than `older_than`, `batch` per transaction, at most
+  // `max_batches` batches; returns how many.
+  std::size_t purge_processed(std::chrono::seconds older_than, int batch, int max_batches);
+  [[nodiscard]] std::uint64_t reconnects() const;
+  [[nodiscard]] std::uint64_t isolations() const { return isolations_; }
+
+ private:
+  LandOutcome land_one_by_one(pqxx::connection_base& c, const std::vector<InboxRow>& rows);
+  PgInboxOptions options_;
+  std::string insert_sql_;
+  std::unique_ptr<PgSession> session_;
+  std::uint64_t isolations_ = 0;
+};
+
+}  // namespace outbox::relay::pg
