@@ -9,6 +9,7 @@
 #include "relay/app/relay_command.hpp"
 #include "relay/cli/admin_commands.hpp"
 #include "relay/cli/config_commands.hpp"
+#include "relay/cli/inbox_commands.hpp"
 #include "relay/app/stream_logger.hpp"
 #include "relay/config/config_loader.hpp"
 #include "relay/core/errors.hpp"
@@ -46,13 +47,14 @@ int main(int argc, char** argv) {
   for (auto* sub : {run, migrate, check, inbox_run, inbox_check}) common(sub);
   check->add_flag("--json", json, "Print JSON");
   inbox_check->add_flag("--json", json, "Print JSON");
+  const cli::InboxCommands inbox_admin(*inbox, common);  // inbox status, inbox dead-letters
   const cli::AdminCommands admin(parser, common);  // status, dead-letters, replay
 
   try {
     parser.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     int code = parser.exit(e);
-    return code == 0 ? 0 : admin.selected() ? app::kExitUsage : app::kExitConfig;
+    return code == 0 ? 0 : admin.selected() || inbox_admin.selected() ? app::kExitUsage : app::kExitConfig;
   }
   // `run` only: an operator's Ctrl-C must still end `status` or `migrate` at once.
   if (run->parsed() || inbox_run->parsed()) runtime::remember_early_stop_signals();
@@ -84,6 +86,7 @@ int main(int argc, char** argv) {
   }
 
   if (admin.selected()) return admin.run(config);
+  if (inbox_admin.selected()) return inbox_admin.run(config);
 
   app::StreamLogger logger(std::cerr, app::parse_log_level(config.log.level),
                            config.log.format == config::LogFormat::text ? app::LogFormat::text : app::LogFormat::json);
