@@ -163,8 +163,17 @@ void InboxLander::wait(milliseconds d, Clock::time_point give_up, const std::ato
   }
 }
 
-bool InboxLander::settle(Clock::time_point give_up, const std::atomic<bool>* stop) {
-  if (batch_.rows.empty() && batch_.letters.empty() && batch_.next_offsets.empty()) return true;
+void InboxLander::launch() {
+  inflight_.emplace(std::move(batch_));
+  batch_ = Batch{};
+  if (!inflight_->rows.empty()) {
+    store_.start_landing(&inflight_->rows);
+    inflight_->landing = true;
+  }
+}
+
+bool InboxLander::settle(Batch& b, Clock::time_point give_up, const std::atomic<bool>* stop) {
+  if (!b.open()) return true;
   const auto started = clock_.now();
   // Once stopping, retries end shutdown_timeout after the stop was seen.
   auto deadline = [&] {
@@ -175,61 +184,62 @@ bool InboxLander::settle(Clock::time_point give_up, const std::atomic<bool>* sto
     return give_up;
   };
   int failures = 0;
-  while (!batch_.rows.empty()) {
+  while (!b.rows.empty()) {
     beat();
     try {
-      auto out = store_.land(batch_.rows);
+      const bool started_landing = std::exchange(b.landing, false);
+      auto out = started_landing ? store_.finish_landing() : store_.land(b.rows);
       ok(true);
       stats_.landed_total += out.inserted;
       stats_.duplicates_total += out.duplicates;
       stats_.refused_total += out.refused.size();
       for (auto& [index, reason] : out.refused)
-        batch_.letters.push_back(letter(std::move(batch_.rows.at(index).message), "the database refused it: " + reason));
-      batch_.rows.clear();
+        b.letters.push_back(letter(std::move(b.rows.at(index).message), "the database refused it: " + reason));
+      b.rows.clear();
     } catch (const TransientError& e) {
       ++stats_.transient_errors_total;
       ok(false);
       logger_.log(LogLevel::warn, "inbox_land_failed",
-                  {{"error", e.what()}, {"rows", std::to_string(batch_.rows.size())}, {"attempt", std::to_string(failures + 1)}});
+                  {{"error", e.what()}, {"rows", std::to_string(b.rows.size())}, {"attempt", std::to_string(failures + 1)}});
       if (clock_.now() >= deadline()) return false;
       wait(options_.retry.delay(++failures, jitter_), deadline(), nullptr);
     }
   }
   // The letters: each acknowledged by the broker before its offset may be committed.
   failures = 0;
-  while (!batch_.letters.empty()) {
+  while (!b.letters.empty()) {
     beat();
-    const auto sent = dead_letters_.send(batch_.letters, std::min(deadline(), clock_.now() + milliseconds(10'000)));
+    const auto sent = dead_letters_.send(b.letters, std::min(deadline(), clock_.now() + milliseconds(10'000)));
     std::vector<DeadLetter> unsent;
-    for (std::size_t i = 0; i < batch_.letters.size(); ++i) {
+    for (std::size_t i = 0; i < b.letters.size(); ++i) {
       if (i < sent.size() && sent[i]) {
         ++stats_.dead_lettered_total;
-        const auto& m = batch_.letters[i].message;
+        const auto& m = b.letters[i].message;
         logger_.log(LogLevel::warn, "inbox_dead_lettered",
                     {{"topic", m.topic}, {"partition", std::to_string(m.partition)}, {"offset", std::to_string(m.offset)},
-                     {"reason", batch_.letters[i].reason}});
+                     {"reason", b.letters[i].reason}});
       } else {
-        unsent.push_back(std::move(batch_.letters[i]));
+        unsent.push_back(std::move(b.letters[i]));
       }
     }
-    batch_.letters = std::move(unsent);
-    if (batch_.letters.empty()) break;
+    b.letters = std::move(unsent);
+    if (b.letters.empty()) break;
     ++stats_.transient_errors_total;
-    logger_.log(LogLevel::warn, "inbox_dead_letter_failed", {{"unsent", std::to_string(batch_.letters.size())}});
+    logger_.log(LogLevel::warn, "inbox_dead_letter_failed", {{"unsent", std::to_string(b.letters.size())}});
     if (clock_.now() >= deadline()) break;
     wait(options_.retry.delay(++failures, jitter_), deadline(), nullptr);
   }
   // Offsets: a partition with an unsent letter only up to the first of them; the rest of it
   // stays in the batch for the next try.
   std::map<TopicPartition, std::int64_t> first_unsent;
-  for (const auto& l : batch_.letters) {
+  for (const auto& l : b.letters) {
     TopicPartition tp{l.message.topic, l.message.partition};
     auto [it, fresh] = first_unsent.emplace(tp, l.message.offset);
     if (!fresh) it->second = std::min(it->second, l.message.offset);
   }
   std::vector<std::pair<TopicPartition, std::int64_t>> offsets;
   std::map<TopicPartition, std::int64_t> still_open;
-  for (const auto& [tp, next] : batch_.next_offsets) {
+  for (const auto& [tp, next] : b.next_offsets) {
     if (auto it = first_unsent.find(tp); it != first_unsent.end()) {
       offsets.emplace_back(tp, it->second);
       still_open.emplace(tp, next);
@@ -238,28 +248,44 @@ bool InboxLander::settle(Clock::time_point give_up, const std::atomic<bool>* sto
     }
   }
   source_.store_offsets(offsets);
-  batch_.next_offsets = std::move(still_open);
+  b.next_offsets = std::move(still_open);
   ++stats_.batches_total;
-  stats_.batch_duration.observe(clock_.now() - started);
-  if (!batch_.letters.empty()) return false;
-  batch_.messages = 0;
-  batch_.bytes = 0;
+  stats_.batch_duration.observe(clock_.now() - (b.messages > 0 ? b.started : started));
+  if (!b.letters.empty()) return false;
+  b.messages = 0;
+  b.bytes = 0;
   return true;
+}
+
+bool InboxLander::settle_all(Clock::time_point give_up, const std::atomic<bool>* stop) {
+  // In order: what is in flight holds earlier offsets of the same partitions than what fills.
+  if (inflight_) {
+    if (!settle(*inflight_, give_up, stop)) return false;
+    inflight_.reset();
+  }
+  return settle(batch_, give_up, stop);
 }
 
 void InboxLander::revoked(const std::vector<TopicPartition>& partitions) {
   ++stats_.revoked_total;
   // One try: the group waits while this runs. What does not settle now is let go: the next
   // owner starts from the last commit, and the inbox absorbs what this one had landed.
-  (void)settle(clock_.now(), nullptr);
+  (void)settle_all(clock_.now(), nullptr);
   const std::set<TopicPartition> gone(partitions.begin(), partitions.end());
   auto of_gone = [&](const InboxMessage& m) { return gone.contains(TopicPartition{m.topic, m.partition}); };
-  const auto before = batch_.rows.size() + batch_.letters.size();
-  std::erase_if(batch_.rows, [&](const InboxRow& r) { return of_gone(r.message); });
-  std::erase_if(batch_.letters, [&](const DeadLetter& l) { return of_gone(l.message); });
-  std::erase_if(batch_.next_offsets, [&](const auto& kv) { return gone.contains(kv.first); });
-  stats_.dropped_on_revoke_total += before - batch_.rows.size() - batch_.letters.size();
-  if (batch_.rows.empty() && batch_.letters.empty()) batch_.messages = 0, batch_.bytes = 0;
+  auto drop = [&](Batch& b) {
+    const auto before = b.rows.size() + b.letters.size();
+    std::erase_if(b.rows, [&](const InboxRow& r) { return of_gone(r.message); });
+    std::erase_if(b.letters, [&](const DeadLetter& l) { return of_gone(l.message); });
+    std::erase_if(b.next_offsets, [&](const auto& kv) { return gone.contains(kv.first); });
+    stats_.dropped_on_revoke_total += before - b.rows.size() - b.letters.size();
+    if (b.rows.empty() && b.letters.empty()) b.messages = 0, b.bytes = 0;
+  };
+  if (inflight_) {
+    drop(*inflight_);
+    if (!inflight_->open()) inflight_.reset();
+  }
+  drop(batch_);
   logger_.log(LogLevel::info, "inbox_partitions_revoked", {{"partitions", std::to_string(partitions.size())}});
 }
 
@@ -280,6 +306,14 @@ void InboxLander::idle_ping() {
 bool InboxLander::run(const std::atomic<bool>& stop) {
   source_.on_revoke([this](const std::vector<TopicPartition>& p) { revoked(p); });
   const auto forever = Clock::time_point::max();
+  // A full batch goes to the store while the next one fills; the one before is settled first.
+  auto hand_over = [&] {
+    if (inflight_) {
+      if (!settle(*inflight_, forever, &stop)) return;  // stopping: the rest after the loop
+      inflight_.reset();
+    }
+    launch();
+  };
   while (!stop) {
     beat();
     const bool holding = batch_.messages > 0;
@@ -291,17 +325,22 @@ bool InboxLander::run(const std::atomic<bool>& stop) {
     auto m = source_.poll(timeout);
     if (m) {
       add(std::move(*m));
-      if (batch_.messages >= options_.batch_size || batch_.bytes >= options_.batch_max_bytes) (void)settle(forever, &stop);
+      if (batch_.messages >= options_.batch_size || batch_.bytes >= options_.batch_max_bytes) hand_over();
       continue;
     }
-    if (holding || !batch_.letters.empty() || !batch_.next_offsets.empty())
-      (void)settle(forever, &stop);
+    // Nothing more for now: what is in flight is settled, what filled goes next.
+    if (inflight_) {
+      if (settle(*inflight_, forever, &stop)) inflight_.reset();
+      continue;
+    }
+    if (holding || batch_.open())
+      hand_over();
     else
       idle_ping();
   }
   // SIGTERM: what is held lands (or is let go, redelivered later), what landed is committed.
   if (!stopping_since_) stopping_since_ = clock_.now();
-  (void)settle(*stopping_since_ + options_.shutdown_timeout, &stop);
+  (void)settle_all(*stopping_since_ + options_.shutdown_timeout, &stop);
   return source_.commit();
 }
 

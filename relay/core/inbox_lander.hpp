@@ -89,12 +89,19 @@ class InboxLander {
     std::size_t messages = 0;
     std::size_t bytes = 0;
     Clock::time_point started{};
+    bool landing = false;  // its rows are with the store (start_landing), outcome not yet taken
+    [[nodiscard]] bool open() const { return !rows.empty() || !letters.empty() || !next_offsets.empty(); }
   };
 
   void add(InboxMessage message);
-  // Lands the batch and sends its letters, retrying until done or `give_up`; then stores the
-  // offsets of what is settled. Returns false when it gave up with something unsettled.
-  bool settle(Clock::time_point give_up, const std::atomic<bool>* stop);
+  // The filling batch goes to the store to land while the next one fills (one at a time).
+  void launch();
+  // Lands `b` (taking the outcome of its started landing first) and sends its letters,
+  // retrying until done or `give_up`; then stores the offsets of what is settled. Returns
+  // false when it gave up with something unsettled (left in `b`).
+  bool settle(Batch& b, Clock::time_point give_up, const std::atomic<bool>* stop);
+  // Settles the batch in flight, then the filling one.
+  bool settle_all(Clock::time_point give_up, const std::atomic<bool>* stop);
   void revoked(const std::vector<TopicPartition>& partitions);
   void idle_ping();
   void beat();
@@ -109,7 +116,8 @@ class InboxLander {
   Logger& logger_;
   InboxOptions options_;
   InboxStats& stats_;
-  Batch batch_;
+  Batch batch_;                   // filling
+  std::optional<Batch> inflight_;  // landing
   std::optional<Clock::time_point> stopping_since_;
   Clock::time_point last_reached_{};
   Clock::time_point last_ping_{};

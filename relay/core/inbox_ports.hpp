@@ -64,6 +64,20 @@ class InboxStore {
   virtual LandOutcome land(const std::vector<InboxRow>& rows) = 0;
   // Reaches the database (readiness while idle). Throws as land.
   virtual void ping() = 0;
+
+  // The same landing in two halves, so the caller can consume the next batch meanwhile:
+  // start_landing returns at once (`rows` must stay alive and unchanged until finish_landing
+  // returns), finish_landing waits for the outcome or throws what land would. At most one
+  // landing at a time; no other call in between. By default the work happens in finish_landing.
+  virtual void start_landing(const std::vector<InboxRow>* rows) { started_ = rows; }
+  virtual LandOutcome finish_landing() {
+    const auto* rows = started_;
+    started_ = nullptr;
+    return land(*rows);
+  }
+
+ private:
+  const std::vector<InboxRow>* started_ = nullptr;
 };
 
 // The message as it reached the inbox, with why it was not stored: published to the

@@ -91,7 +91,48 @@ PgInboxStore::PgInboxStore(PgInboxOptions options) : options_(std::move(options)
                                          [sql = insert_sql_](pqxx::connection& c) { c.prepare(kLand, sql); });
 }
 
-PgInboxStore::~PgInboxStore() = default;
+PgInboxStore::~PgInboxStore() {
+  if (worker_.joinable()) {
+    worker_.request_stop();
+    changed_.notify_all();
+  }
+}
+
+void PgInboxStore::start_landing(const std::vector<InboxRow>* rows) {
+  if (!worker_.joinable()) worker_ = std::jthread([this](std::stop_token halt) { worker_loop(halt); });
+  std::lock_guard lock(mutex_);
+  job_ = rows;
+  done_ = false;
+  changed_.notify_all();
+}
+
+LandOutcome PgInboxStore::finish_landing() {
+  std::unique_lock lock(mutex_);
+  changed_.wait(lock, [&] { return done_; });
+  done_ = false;
+  if (failure_) std::rethrow_exception(std::exchange(failure_, nullptr));
+  return std::move(outcome_);
+}
+
+void PgInboxStore::worker_loop(std::stop_token halt) {
+  std::unique_lock lock(mutex_);
+  while (changed_.wait(lock, halt, [&] { return job_ != nullptr; })) {
+    const auto* rows = std::exchange(job_, nullptr);
+    lock.unlock();
+    LandOutcome out;
+    std::exception_ptr failure;
+    try {
+      out = land(*rows);
+    } catch (...) {
+      failure = std::current_exception();
+    }
+    lock.lock();
+    outcome_ = std::move(out);
+    failure_ = failure;
+    done_ = true;
+    changed_.notify_all();
+  }
+}
 
 std::uint64_t PgInboxStore::reconnects() const { return session_->reconnects(); }
 

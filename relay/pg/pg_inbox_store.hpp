@@ -3,7 +3,13 @@
 // one transaction, in the batch's order, and reads what the operators and metrics need.
 #pragma once
 
+#include <atomic>
 #include <chrono>
+#include <condition_variable>
+#include <exception>
+#include <mutex>
+#include <stop_token>
+#include <thread>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -39,6 +45,10 @@ class PgInboxStore final : public InboxStore {
   // by one: the others land, the failing ones come back refused.
   LandOutcome land(const std::vector<InboxRow>& rows) override;
   void ping() override;
+  // On a thread of the store's own (one session, never two statements at once): the caller
+  // consumes the next batch while this one's transaction runs.
+  void start_landing(const std::vector<InboxRow>* rows) override;
+  LandOutcome finish_landing() override;
   // Throws SchemaError when inbox_events or one of its columns is missing (not migrated).
   void verify_schema();
   [[nodiscard]] InboxBacklog backlog();
@@ -50,10 +60,20 @@ class PgInboxStore final : public InboxStore {
 
  private:
   LandOutcome land_one_by_one(pqxx::connection_base& c, const std::vector<InboxRow>& rows);
+  void worker_loop(std::stop_token halt);
+
   PgInboxOptions options_;
   std::string insert_sql_;
   std::unique_ptr<PgSession> session_;
-  std::uint64_t isolations_ = 0;
+  std::atomic<std::uint64_t> isolations_{0};
+  // The landing handed to the worker, and its outcome.
+  std::mutex mutex_;
+  std::condition_variable_any changed_;
+  const std::vector<InboxRow>* job_ = nullptr;
+  bool done_ = false;
+  LandOutcome outcome_;
+  std::exception_ptr failure_;
+  std::jthread worker_;  // last: joined first
 };
 
 }  // namespace outbox::relay::pg

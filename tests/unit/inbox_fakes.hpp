@@ -6,6 +6,8 @@
 
 #include <atomic>
 #include <deque>
+#include <exception>
+#include <utility>
 #include <map>
 #include <set>
 #include <string>
@@ -137,7 +139,24 @@ class FakeInbox final : public InboxStore {
   void ping() override {
     if (down) throw TransientError("database away (fake)");
   }
+  // eager: the landing happens at start_landing (as a store with a worker thread may finish it
+  // while the caller still consumes); otherwise at finish_landing.
+  void start_landing(const std::vector<InboxRow>* rows) override {
+    if (!eager) return InboxStore::start_landing(rows);
+    try {
+      outcome_ = land(*rows);
+      failure_ = nullptr;
+    } catch (...) {
+      failure_ = std::current_exception();
+    }
+  }
+  LandOutcome finish_landing() override {
+    if (!eager) return InboxStore::finish_landing();
+    if (failure_) std::rethrow_exception(std::exchange(failure_, nullptr));
+    return outcome_;
+  }
 
+  bool eager = false;
   std::vector<InboxRow> landed;  // in seq order
   std::map<std::string, std::size_t> by_id;
   std::set<std::string> refuse_ids;
@@ -145,6 +164,10 @@ class FakeInbox final : public InboxStore {
   int land_calls = 0;
   bool down = false;
   std::function<void()> on_land;
+
+ private:
+  LandOutcome outcome_;
+  std::exception_ptr failure_;
 };
 
 class FakeDeadLetterTopic final : public DeadLetterSink {

@@ -268,6 +268,7 @@ ScheduleResult run_schedule(std::uint32_t seed, bool planted_store_before_land) 
   std::mt19937 rng(seed);
   ScheduleResult result;
   Rig r;
+  r.inbox.eager = rng() % 2 == 0;  // landed while the next batch fills, or only when waited for
   r.options.batch_size = 1 + rng() % 8;
   r.options.linger = std::chrono::milliseconds(rng() % 20);
   r.options.shutdown_timeout = 1'000ms;
