@@ -116,7 +116,7 @@ long out_of_order(const std::string& url, const std::string& inbox) {
 
 }  // namespace
 
-TEST_CASE("inbox sidecar: killed before its offset commit, redelivered and absorbed; poison dead-lettered; SIGTERM commits",
+TEST_CASE("inbox sidecar: killed before its offset commit, redelivered and absorbed, poison dead-lettered, SIGTERM commits",
           "[e2e][inbox]") {
   const auto url = fresh_database();
   MockKafka kafka(1);
@@ -232,7 +232,7 @@ TEST_CASE("inbox sidecars: two in one group under a stream, rebalances, one SIGK
   CHECK(out_of_order(url, "ledger") == 0);
 }
 
-TEST_CASE("the whole path: producer, relay, Kafka, inbox sidecar, Python and Node workers; duplicates forced at each hop",
+TEST_CASE("the whole path: producer, relay, Kafka, inbox sidecar, Python and Node workers, duplicates forced at each hop",
           "[e2e][inbox][chain]") {
   // The producing service's database and the consuming service's, as in production.
   const auto producer_url = fresh_database();

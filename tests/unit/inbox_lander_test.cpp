@@ -76,7 +76,7 @@ TEST_CASE("inbox: a batch lands in one call, in order, and its offsets are store
   CHECK(r.stats.landed_total == 6);
 }
 
-TEST_CASE("inbox: while the database is away nothing is stored; the same rows land once it is back", "[inbox]") {
+TEST_CASE("inbox: while the database is away nothing is stored, and the same rows land once it is back", "[inbox]") {
   Rig r;
   for (int i = 0; i < 3; ++i) r.log.append(message("orders", 0, "e" + std::to_string(i)));
   r.inbox.fail_next = 5;
@@ -151,7 +151,7 @@ TEST_CASE("inbox: a message without an id can take its position as id, stable ac
   CHECK(std::get<InboxRow>(again).event_id == "kafka:orders/3/0");
 }
 
-TEST_CASE("inbox: a row the database refuses is dead-lettered; the rest of its batch lands", "[inbox]") {
+TEST_CASE("inbox: a row the database refuses is dead-lettered, and the rest of its batch lands", "[inbox]") {
   Rig r;
   r.log.append(message("orders", 0, "a"));
   r.log.append(message("orders", 0, "refused"));
