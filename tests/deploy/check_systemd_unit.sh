@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Checks deploy/systemd/outbox-relay.service: `systemd-analyze verify` finds nothing to say about
-# it (with ExecStart pointing at the built binary), it keeps the directives the relay relies on,
-# and TimeoutStopSec outlasts relay.shutdown_timeout_ms of the sample config. Prints the
+# Checks a unit under deploy/systemd (outbox-relay.service, outbox-relay-inbox.service):
+# `systemd-analyze verify` finds nothing to say about it (with ExecStart pointing at the built
+# binary), it keeps the directives the relay relies on, and TimeoutStopSec outlasts the
+# shutdown_timeout_ms of the sample config (relay.* or inbox.*). Prints the
 # `systemd-analyze security --offline=yes` exposure score (not a pass/fail criterion).
 # Usage: check_systemd_unit.sh UNIT BINARY CONFIG
 #
@@ -11,7 +12,7 @@
 # filter does not hide everything.
 set -euo pipefail
 unit=$1 binary=$2 config=$3
-name=outbox-relay.service
+name=$(basename "$unit")
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 fail=0
@@ -37,7 +38,7 @@ verify() {
 
 mkdir -p "$work/unit" "$work/broken"
 sed "s|^ExecStart=/usr/local/bin/outbox-relay |ExecStart=$binary |" "$unit" >"$work/unit/$name"
-grep -q "^ExecStart=$binary run " "$work/unit/$name" || { echo "FAIL: no ExecStart=/usr/local/bin/outbox-relay run ... line in $unit"; exit 1; }
+grep -Eq "^ExecStart=$binary (inbox )?run " "$work/unit/$name" || { echo "FAIL: no ExecStart=/usr/local/bin/outbox-relay [inbox] run ... line in $unit"; exit 1; }
 
 echo "== systemd-analyze verify $name (ExecStart=$binary)"
 if verify "$work/unit/$name"; then
@@ -71,14 +72,14 @@ expect "ProtectSystem=strict"
 expect "CapabilityBoundingSet="
 if grep -q '^Environment=.*PASSWORD=' "$unit"; then echo "FAIL: a password in Environment="; fail=1; fi
 
-# TimeoutStopSec (seconds) must exceed relay.shutdown_timeout_ms of the sample config.
+# TimeoutStopSec (seconds) must exceed the shutdown_timeout_ms of the sample config.
 stop=$(sed -n 's/^TimeoutStopSec=\([0-9]\+\)s\?$/\1/p' "$unit")
 shutdown_ms=$(sed -n 's/^ *shutdown_timeout_ms: *\([0-9]\+\).*/\1/p' "$config")
 shutdown_ms=${shutdown_ms:-30000}
 if [[ -n "$stop" ]] && ((stop * 1000 > shutdown_ms)); then
-  echo "ok: TimeoutStopSec=$stop s > relay.shutdown_timeout_ms=$shutdown_ms"
+  echo "ok: TimeoutStopSec=$stop s > shutdown_timeout_ms=$shutdown_ms"
 else
-  echo "FAIL: TimeoutStopSec='$stop' must be a number of seconds above relay.shutdown_timeout_ms=$shutdown_ms"
+  echo "FAIL: TimeoutStopSec='$stop' must be a number of seconds above shutdown_timeout_ms=$shutdown_ms"
   fail=1
 fi
 

@@ -14,7 +14,13 @@ namespace {
 
 const std::string kConfigDir = "/etc/outbox-relay";
 const std::string kConfigPath = kConfigDir + "/outbox-relay.yaml";
-const std::set<std::string> kRelaySections{"database", "kafka", "message", "relay", "ownership", "http", "log"};
+const std::set<std::string> kRelaySections{"database", "kafka", "message", "relay", "ownership", "inbox", "http", "log"};
+
+// The inbox sidecar's container runs `inbox run`; the relay's `run`.
+bool is_inbox(const YAML::Node& c) {
+  const auto args = at(c, {"args"});
+  return args.IsSequence() && args.size() > 0 && args[0].as<std::string>("") == "inbox";
+}
 // ConfigMaps the README tells operators to create out of band.
 const std::set<std::string> kExternalConfigMaps{"outbox-relay-db-ca"};
 
@@ -153,7 +159,7 @@ TEST_CASE("the top-level kustomization renders both shapes with distinct names",
     if (o.kind() == "Deployment") deployments.insert(o.name());
   }
   for (const auto& name : top.generator_names) f.expect(seen.insert("ConfigMap/" + name).second, "two ConfigMaps " + name);
-  CHECK(deployments == std::set<std::string>{"outbox-relay", "orders"});
+  CHECK(deployments == std::set<std::string>{"outbox-relay", "orders", "payments"});
   INFO(f.text());
   CHECK(f.lines.empty());
 }
@@ -191,7 +197,10 @@ TEST_CASE("every relay container is probed, bounded, hardened, configured from i
 
     const auto env = container_env(c);
     const auto args = at(c, {"args"});
-    f.expect(args.IsSequence() && args.size() > 0 && args[0].as<std::string>("") == "run", where + ": args must start with run");
+    if (is_inbox(c))
+      f.expect(args.size() == 2 && args[1].as<std::string>("") == "run", where + ": an inbox sidecar's args are [inbox, run]");
+    else
+      f.expect(args.IsSequence() && args.size() > 0 && args[0].as<std::string>("") == "run", where + ": args must start with run");
     f.expect(env.contains("OUTBOX_RELAY_CONFIG") && env.at("OUTBOX_RELAY_CONFIG") == kConfigPath,
              where + ": OUTBOX_RELAY_CONFIG=" + kConfigPath);
     f.expect(env.contains("OUTBOX_RELAY_HTTP_LISTEN") && env.at("OUTBOX_RELAY_HTTP_LISTEN") == "0.0.0.0:9464",
@@ -232,18 +241,20 @@ TEST_CASE("every relay pod's environment and mounted config pass check-config, a
     REQUIRE(config);
     env["OUTBOX_RELAY_CONFIG"] = config->string();
     INFO(w.object.label() << " with " << config->string());
-    const auto r = run_relay({"check-config", "--json"}, env);
+    const bool inbox = is_inbox(c);
+    const auto r = inbox ? run_relay({"inbox", "check-config", "--json"}, env) : run_relay({"check-config", "--json"}, env);
     INFO(r.output);
     REQUIRE(r.exit_code == 0);
     const auto effective = YAML::Load(r.output);
     CHECK(effective["http.listen"].as<std::string>() == "0.0.0.0:9464");
-    const auto shutdown_ms = std::stol(effective["relay.shutdown_timeout_ms"].as<std::string>());
+    const std::string key = inbox ? "inbox.shutdown_timeout_ms" : "relay.shutdown_timeout_ms";
+    const auto shutdown_ms = std::stol(effective[key].as<std::string>());
     const auto grace_s = at(pod, {"terminationGracePeriodSeconds"}).as<long>(30);
-    INFO("terminationGracePeriodSeconds " << grace_s << ", relay.shutdown_timeout_ms " << shutdown_ms);
+    INFO("terminationGracePeriodSeconds " << grace_s << ", " << key << " " << shutdown_ms);
     CHECK(grace_s * 1000 > shutdown_ms);
     ++checked;
   }
-  CHECK(checked == 2);
+  CHECK(checked == 3);  // the standalone relay, the relay sidecar, the inbox sidecar
 }
 
 TEST_CASE("every relay config file under deploy/ is accepted by outbox-relay check-config", "[deploy]") {
@@ -256,12 +267,15 @@ TEST_CASE("every relay config file under deploy/ is accepted by outbox-relay che
     // check-config does not connect; a URL and a readable password file are all it needs.
     std::map<std::string, std::string> env{{"OUTBOX_RELAY_DATABASE_PASSWORD_FILE", (dir / "password").string()}};
     if (!at(file.documents[0], {"database", "url"})) env["OUTBOX_RELAY_DATABASE_URL"] = "postgresql://outbox_relay@db:5432/app";
-    const auto r = run_relay({"check-config", "--config", file.path.string()}, env);
+    // A config with an inbox section is the inbox sidecar's: checked as `inbox run` would.
+    const bool inbox = static_cast<bool>(at(file.documents[0], {"inbox"}));
+    const auto r = inbox ? run_relay({"inbox", "check-config", "--config", file.path.string()}, env)
+                         : run_relay({"check-config", "--config", file.path.string()}, env);
     INFO(file.path.string() << "\n" << r.output);
     CHECK(r.exit_code == 0);
     ++checked;
   }
-  CHECK(checked >= 3);  // deploy/config and the two Kubernetes shapes
+  CHECK(checked >= 5);  // deploy/config (relay and inbox) and the three Kubernetes shapes
 
   // The check has teeth: a misspelt key is a configuration error (exit 78).
   std::ofstream(dir / "bad.yaml") << "relay:\n  batch_sise: 10\n";
