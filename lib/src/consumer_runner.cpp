@@ -11,6 +11,9 @@
 #include <algorithm>
 #include <cctype>
 #include <cstdio>
+#include <deque>
+#include <map>
+#include <optional>
 #include <random>
 #include <thread>
 
@@ -109,6 +112,7 @@ struct ConsumerRunner::Impl {
       rd_kafka_assign(rk, parts);
     } else {
       rd_kafka_commit(rk, nullptr, 0);  // synchronous; NO_OFFSET when nothing is stored
+      self->drop_partitions(parts);
       rd_kafka_assign(rk, nullptr);
       self->log("partitions revoked; settled offsets committed");
     }
@@ -236,72 +240,150 @@ struct ConsumerRunner::Impl {
     return ev;
   }
 
-  // Settles one message: processed, duplicate or dead-lettered (true), or interrupted by a
-  // stop while retrying (false: its offset is not stored, it will be redelivered).
-  bool settle(ConsumedEvent& ev, const std::atomic<bool>& stop) {
+  // Why a message cannot go through the inbox at all (dead-lettered at once), or nullopt.
+  // Fills in the event id from the position when the policy says so.
+  std::optional<std::string> id_problem(ConsumedEvent& ev) const {
     // Two ids: whichever one were taken, the inbox could drop a real event as a duplicate of
     // another message sharing it (a row header that shadowed the relay's, say).
     if (ev.event_id_headers > 1)
-      return dead_letter(ev,
-                         std::to_string(ev.event_id_headers) + " " + options.event_id_header +
-                             " headers: the event id is ambiguous",
-                         stop);
+      return std::to_string(ev.event_id_headers) + " " + options.event_id_header + " headers: the event id is ambiguous";
     if (ev.event_id.empty()) {
-      if (options.missing_id == MissingIdPolicy::dead_letter)
-        return dead_letter(ev, "no " + options.event_id_header + " header", stop);
+      if (options.missing_id == MissingIdPolicy::dead_letter) return "no " + options.event_id_header + " header";
       ev.event_id = uuid_from_position(ev.topic, ev.partition, ev.offset);
     }
-    if (!looks_like_uuid(ev.event_id)) return dead_letter(ev, "event id \"" + ev.event_id + "\" is not a UUID", stop);
-    int failures = 0;
+    if (!looks_like_uuid(ev.event_id)) return "event id \"" + ev.event_id + "\" is not a UUID";
+    return std::nullopt;
+  }
+
+  struct Queued {
+    ConsumedEvent ev;
+    int failures = 0;  // counted handler failures so far
+  };
+  std::deque<Queued> queue;  // polled, not yet settled, in poll order
+
+  // Stores, per partition, the offset after the last settled message of the first `settled`.
+  void store_offsets(std::size_t settled) {
+    if (settled == 0) return;
+    std::map<std::pair<std::string, std::int32_t>, std::int64_t> next;
+    for (std::size_t i = 0; i < settled; ++i) {
+      auto& n = next[{queue[i].ev.topic, queue[i].ev.partition}];
+      n = std::max(n, queue[i].ev.offset + 1);
+    }
+    auto* list = rd_kafka_topic_partition_list_new(static_cast<int>(next.size()));
+    for (const auto& [tp, o] : next) rd_kafka_topic_partition_list_add(list, tp.first.c_str(), tp.second)->offset = o;
+    // A partition revoked meanwhile is refused: its next owner starts from the last commit.
+    (void)rd_kafka_offsets_store(consumer, list);
+    rd_kafka_topic_partition_list_destroy(list);
+  }
+
+  // One transaction over the queue's messages in order, each in a savepoint: processed or
+  // duplicate, or marked for the dead-letter topic; it stops before the first message whose
+  // handler failed and may be retried. After the commit the marked ones are dead-lettered and
+  // the offsets of the settled prefix stored. Returns false when a stop came first.
+  bool run_batch(const std::atomic<bool>& stop) {
     int transients = 0;
     for (;;) {
       if (stop) return false;
+      std::vector<std::pair<std::size_t, std::string>> letters;
+      std::size_t processed = 0, duplicates = 0, settled = 0;
+      bool failed = false;
       try {
-        auto outcome = inbox.process(connection(), ev.event_id, [&](pqxx::work& tx) { handler(tx, ev); });
-        if (outcome == InboxOutcome::processed)
-          ++stats.processed;
-        else
-          ++stats.duplicates;
-        return true;
-      } catch (const PermanentError& e) {
-        ++stats.handler_failures;
-        return dead_letter(ev, e.what(), stop);
-      } catch (const std::exception& e) {
-        if (transient(e)) {
-          ++stats.transient_retries;
-          if (dynamic_cast<const pqxx::broken_connection*>(&e) || dynamic_cast<const pqxx::in_doubt_error*>(&e)) db.reset();
-          log(std::string("transient failure, retrying: ") + e.what());
-          if (!wait(backoff(++transients), stop)) return false;
-          continue;
+        pqxx::work tx(connection());
+        for (; settled < queue.size(); ++settled) {
+          auto& q = queue[settled];
+          if (auto why = id_problem(q.ev)) {
+            letters.emplace_back(settled, *why);
+            continue;
+          }
+          tx.exec("SAVEPOINT outbox_event");
+          try {
+            if (!inbox.claim(tx, q.ev.event_id)) {
+              ++duplicates;
+            } else {
+              handler(tx, q.ev);
+              ++processed;
+            }
+            tx.exec("RELEASE SAVEPOINT outbox_event");
+          } catch (const PermanentError& e) {
+            tx.exec("ROLLBACK TO SAVEPOINT outbox_event");
+            ++stats.handler_failures;
+            letters.emplace_back(settled, e.what());
+          } catch (const std::exception& e) {
+            if (transient(e)) throw;  // the whole batch again
+            tx.exec("ROLLBACK TO SAVEPOINT outbox_event");
+            ++stats.handler_failures;
+            if (++q.failures >= options.max_attempts) {
+              letters.emplace_back(settled, "failed " + std::to_string(q.failures) + " times, last: " + e.what());
+              continue;
+            }
+            log(std::string("handler failed, retrying: ") + e.what());
+            failed = true;
+            break;  // what precedes commits; this one is tried again before anything after it
+          }
         }
-        ++stats.handler_failures;
-        if (++failures >= options.max_attempts)
-          return dead_letter(ev, "failed " + std::to_string(failures) + " times, last: " + e.what(), stop);
-        log(std::string("handler failed, retrying: ") + e.what());
-        if (!wait(backoff(failures), stop)) return false;
+        tx.commit();
+      } catch (const std::exception& e) {
+        if (!transient(e)) throw;
+        ++stats.transient_retries;
+        if (dynamic_cast<const pqxx::broken_connection*>(&e) || dynamic_cast<const pqxx::in_doubt_error*>(&e)) db.reset();
+        log(std::string("transient failure, retrying the batch: ") + e.what());
+        if (!wait(backoff(++transients), stop)) return false;
+        continue;
       }
+      stats.processed += processed;
+      stats.duplicates += duplicates;
+      // The letters, in order; a stop before one is acknowledged leaves it and what follows it
+      // unsettled (redelivered).
+      for (const auto& [index, reason] : letters) {
+        if (!dead_letter(queue[index].ev, reason, stop)) {
+          store_offsets(index);
+          queue.erase(queue.begin(), queue.begin() + static_cast<std::ptrdiff_t>(index));
+          return false;
+        }
+      }
+      store_offsets(settled);
+      queue.erase(queue.begin(), queue.begin() + static_cast<std::ptrdiff_t>(settled));
+      if (failed && !queue.empty() && !wait(backoff(queue.front().failures), stop)) return false;
+      return true;
     }
+  }
+
+  // Messages of revoked partitions leave the queue: their next owner gets them again.
+  void drop_partitions(const rd_kafka_topic_partition_list_t* parts) {
+    std::erase_if(queue, [&](const Queued& q) {
+      for (int i = 0; i < parts->cnt; ++i)
+        if (q.ev.topic == parts->elems[i].topic && q.ev.partition == parts->elems[i].partition) return true;
+      return false;
+    });
   }
 
   void run(const std::atomic<bool>& stop) {
     if (consumer == nullptr) create_consumer();
     while (!stop) {
-      rd_kafka_message_t* m = rd_kafka_consumer_poll(consumer, 100);
-      if (m == nullptr) continue;
-      if (m->err != RD_KAFKA_RESP_ERR_NO_ERROR) {
-        log(std::string("consumer: ") + rd_kafka_message_errstr(m));
+      // Fill the batch: up to batch_size messages, waiting at most batch_linger once started.
+      const auto started = std::chrono::steady_clock::now();
+      while (!stop && queue.size() < options.batch_size) {
+        auto timeout = milliseconds(100);
+        if (!queue.empty()) {
+          const auto left = started + options.batch_linger - std::chrono::steady_clock::now();
+          if (left <= std::chrono::steady_clock::duration::zero()) break;
+          timeout = std::max(milliseconds(1), std::chrono::duration_cast<milliseconds>(left));
+        }
+        rd_kafka_message_t* m = rd_kafka_consumer_poll(consumer, static_cast<int>(timeout.count()));
+        if (m == nullptr) {
+          if (!queue.empty()) break;
+          continue;
+        }
+        if (m->err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+          log(std::string("consumer: ") + rd_kafka_message_errstr(m));
+          rd_kafka_message_destroy(m);
+          continue;
+        }
+        queue.push_back({to_event(m), 0});
         rd_kafka_message_destroy(m);
-        continue;
       }
-      ConsumedEvent ev = to_event(m);
-      if (settle(ev, stop)) {
-        // Stored for the next (auto or final) commit only now that the transaction committed.
-        auto* list = rd_kafka_topic_partition_list_new(1);
-        rd_kafka_topic_partition_list_add(list, ev.topic.c_str(), ev.partition)->offset = ev.offset + 1;
-        rd_kafka_offsets_store(consumer, list);
-        rd_kafka_topic_partition_list_destroy(list);
-      }
-      rd_kafka_message_destroy(m);
+      if (queue.empty()) continue;
+      (void)run_batch(stop);
     }
     rd_kafka_commit(consumer, nullptr, 0);
     rd_kafka_consumer_close(consumer);
@@ -315,6 +397,7 @@ ConsumerRunner::ConsumerRunner(ConsumerOptions options, Handler handler) {
   if (options.group_id.empty()) throw std::invalid_argument("consumer: group_id must be set");
   if (options.topics.empty()) throw std::invalid_argument("consumer: at least one topic is needed");
   if (options.max_attempts < 1) throw std::invalid_argument("consumer: max_attempts must be at least 1");
+  if (options.batch_size < 1) throw std::invalid_argument("consumer: batch_size must be at least 1");
   if (!handler) throw std::invalid_argument("consumer: a handler is needed");
   impl_ = std::make_unique<Impl>(std::move(options), std::move(handler));
 }

@@ -267,3 +267,40 @@ TEST_CASE("a message with more than one event id header is dead-lettered, never 
   for (const auto& m : dlq.messages())
     CHECK_THAT(test::header(m, "dlq.error").value_or(""), Catch::Contains("2 id headers"));
 }
+
+TEST_CASE("a batch commits in one transaction, a failing handler rolls back only its savepoint and is retried "
+          "before the events after it",
+          "[consumer][batch]") {
+  Rig rig;
+  test::exec(rig.url, "CREATE TABLE applied (n bigserial PRIMARY KEY, key text NOT NULL, value text NOT NULL, "
+                      "tx bigint NOT NULL DEFAULT txid_current())");
+  std::vector<std::tuple<std::string, std::string, std::string>> messages;
+  for (int i = 1; i <= 200; ++i) messages.emplace_back(i % 2 ? "alice" : "bob", std::to_string(i), event_id(i));
+  produce(rig.kafka.bootstrap(), rig.topic, messages);
+  auto o = rig.options();
+  o.batch_size = 100;
+  o.batch_linger = 200ms;
+  o.max_attempts = 5;
+  int fails_left = 2;
+  ConsumerRunner runner(o, [&](pqxx::work& tx, const ConsumedEvent& ev) {
+    tx.exec_params("INSERT INTO applied (key, value) VALUES ($1, $2)", ev.key, ev.value);
+    // Event 51 half-applies, then fails twice: its row above must roll back with its savepoint.
+    if (ev.value == "51" && fails_left-- > 0) throw std::runtime_error("downstream said 503");
+    Rig::credit(tx, ev);
+  });
+  REQUIRE(run_until(runner, [](const auto& s) { return s.processed == 200; }));
+  CHECK(runner.stats().handler_failures == 2);
+  CHECK(runner.stats().dead_lettered == 0);
+  // Every effect once (the failed attempts' rows rolled back with their savepoints).
+  CHECK(test::scalar(rig.url, "SELECT count(*) FROM applied") == 200);
+  CHECK(test::scalar(rig.url, "SELECT count(DISTINCT value) FROM applied") == 200);
+  long alice = 0, bob = 0;
+  for (int i = 1; i <= 200; ++i) (i % 2 ? alice : bob) += i;
+  CHECK(rig.balance("alice") == alice);
+  CHECK(rig.balance("bob") == bob);
+  // Per key, in the order produced (51 before 53, 55, ... although 51 failed twice).
+  CHECK(test::scalar(rig.url, "SELECT count(*) FROM (SELECT value::int < lag(value::int) OVER (PARTITION BY key "
+                              "ORDER BY n) AS back FROM applied) x WHERE back") == 0);
+  // Batches, not one transaction per event.
+  CHECK(test::scalar(rig.url, "SELECT count(DISTINCT tx) FROM applied") <= 20);
+}

@@ -1,6 +1,9 @@
-// Kafka consumer runner: each message goes through the inbox in one database transaction
-// with the handler's effect; its offset is stored for commit only after that transaction
-// committed. Transient failures are retried without skipping; permanent ones are
+// Kafka consumer runner: a poll batch goes through the inbox in one database transaction, each
+// message in a savepoint of its own with the handler's effect; offsets are stored for commit
+// only after that transaction committed. A handler that fails rolls back only its savepoint:
+// the messages before it commit, it is retried (with backoff, up to max_attempts) before any
+// later message, then dead-lettered. Database trouble (lost connection, deadlock,
+// serialization) retries the whole batch without counting attempts; permanent failures are
 // dead-lettered with their origin, then the offset moves on.
 #pragma once
 
@@ -59,6 +62,8 @@ struct ConsumerOptions {
   std::chrono::milliseconds retry_initial{100};
   std::chrono::milliseconds retry_max{10'000};
   std::chrono::milliseconds commit_interval{1000};  // how often stored offsets are committed
+  std::size_t batch_size = 500;                     // messages per transaction (1: one each)
+  std::chrono::milliseconds batch_linger{5};        // how long a started batch waits to fill
   std::map<std::string, std::string> kafka_properties;  // raw librdkafka consumer properties
   std::function<void(const std::string&)> log;          // optional: one line per notable event
 };
