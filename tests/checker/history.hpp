@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <map>
+#include <set>
 #include <optional>
 #include <string>
 #include <utility>
@@ -92,6 +93,23 @@ struct Violation {
                                                    const std::vector<Delivery>& deliveries,
                                                    const std::map<std::string, RowState>& rows,
                                                    const CheckOptions& options);
+
+// The inbox stage: a row of inbox_events at the end of the run.
+struct InboxRowState {
+  std::string event_id;
+  std::string topic;
+  int partition = 0;
+  std::int64_t offset = 0;
+  std::int64_t seq = 0;
+};
+
+// The inbox against what the relays delivered: every delivered event in the inbox (none lost,
+// none refused onto the sidecar's dead-letter topic: the relay's messages are all storable),
+// each row landed from a message that carried its id, and each partition's rows in offset
+// order along the inbox's seq. `dead_lettered_ids`: ids read from the dead-letter topics.
+[[nodiscard]] std::vector<Violation> check_inbox(const std::vector<Delivery>& deliveries,
+                                                 const std::vector<InboxRowState>& inbox,
+                                                 const std::set<std::string>& dead_lettered_ids);
 
 // A minimal history for a report: the written events of one aggregate with their fate, times,
 // seq and first delivery, in seq order.

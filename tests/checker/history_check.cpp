@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <regex>
 #include <set>
+#include <tuple>
 
 #include "tests/support/java_partitioner.hpp"
 
@@ -282,6 +283,55 @@ std::string describe_aggregate(const std::string& aggregate, const std::vector<W
     for (const auto* d : copies[w->id]) out += " " + position(*d);
     if (copies[w->id].empty()) out += " none";
     out += "  (" + w->label + ")\n";
+  }
+  return out;
+}
+
+std::vector<Violation> check_inbox(const std::vector<Delivery>& deliveries, const std::vector<InboxRowState>& inbox,
+                                   const std::set<std::string>& dead_lettered_ids) {
+  std::vector<Violation> out;
+  // Each delivered event's positions (a redelivery by the relay is another offset).
+  std::map<std::string, std::set<std::tuple<std::string, int, std::int64_t>>> positions;
+  for (const auto& d : deliveries) {
+    std::optional<std::string> id;
+    int ids = 0;
+    for (const auto& [k, v] : d.headers)
+      if (k == "id" && v) ++ids, id = *v;
+    if (ids == 1) positions[*id].insert({d.topic, d.partition, d.offset});
+  }
+  std::map<std::string, const InboxRowState*> by_id;
+  for (const auto& r : inbox) {
+    if (!by_id.emplace(r.event_id, &r).second) out.push_back({"inbox twice", "", r.event_id + " has two inbox rows"});
+    auto it = positions.find(r.event_id);
+    if (it == positions.end()) {
+      out.push_back({"inbox shape", "", r.event_id + " is in the inbox but was never delivered"});
+    } else if (!it->second.contains({r.topic, r.partition, r.offset})) {
+      out.push_back({"inbox shape", "", r.event_id + " landed from " + r.topic + "/" + std::to_string(r.partition) + "@" +
+                                            std::to_string(r.offset) + ", a message that did not carry it"});
+    }
+  }
+  for (const auto& [id, where] : positions) {
+    if (dead_lettered_ids.contains(id))
+      out.push_back({"inbox dead-lettered", "", id + " went to the sidecar's dead-letter topic (a relay message is always storable)"});
+    else if (!by_id.contains(id))
+      out.push_back({"inbox lost", "", id + " was delivered (" + std::get<0>(*where.begin()) + "/" +
+                                           std::to_string(std::get<1>(*where.begin())) + "@" +
+                                           std::to_string(std::get<2>(*where.begin())) + ") but is not in the inbox"});
+  }
+  // Per partition, along seq, offsets only grow.
+  std::vector<const InboxRowState*> ordered;
+  for (const auto& r : inbox) ordered.push_back(&r);
+  std::sort(ordered.begin(), ordered.end(), [](const auto* a, const auto* b) { return a->seq < b->seq; });
+  std::map<std::pair<std::string, int>, const InboxRowState*> last;
+  for (const auto* r : ordered) {
+    auto [it, fresh] = last.emplace(std::pair{r->topic, r->partition}, r);
+    if (fresh) continue;
+    if (r->offset < it->second->offset)
+      out.push_back({"inbox order", "", r->topic + "/" + std::to_string(r->partition) + ": offset " +
+                                            std::to_string(r->offset) + " (seq " + std::to_string(r->seq) +
+                                            ") landed after offset " + std::to_string(it->second->offset) + " (seq " +
+                                            std::to_string(it->second->seq) + ")"});
+    it->second = r;
   }
   return out;
 }

@@ -18,8 +18,8 @@ Relays::Instance& Relays::start(const std::map<std::string, std::string>& extra)
   auto env = env_;
   for (const auto& [k, v] : extra) env[k] = v;
   auto& in = all_.emplace_back();
-  in.name = "r" + std::to_string(all_.size());
-  in.process = std::make_unique<ChildProcess>(binary_, std::vector<std::string>{"run"}, env,
+  in.name = (kind_ == "relay" ? "r" : "s") + std::to_string(all_.size());
+  in.process = std::make_unique<ChildProcess>(binary_, args_, env,
                                               log_prefix_ + in.name + ".log");
   return in;
 }
@@ -87,7 +87,7 @@ void Relays::stop_all(std::vector<Violation>& violations) {
     const auto code = in.process->wait(20s);
     in.log = last_lines(in.process->output(), 15);
     if (code != std::optional<int>(0))
-      violations.push_back({"relay exit", "", in.name + " exited " + (code ? std::to_string(*code) : "(still running)") +
+      violations.push_back({kind_ + " exit", "", in.name + " exited " + (code ? std::to_string(*code) : "(still running)") +
                                                   " after SIGTERM: " + last_lines(in.log, 3)});
   }
 }

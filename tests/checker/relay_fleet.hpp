@@ -22,8 +22,15 @@ namespace outbox::test::checker {
 
 class Relays {
  public:
-  Relays(std::string binary, std::map<std::string, std::string> env, std::string log_prefix)
-      : binary_(std::move(binary)), env_(std::move(env)), log_prefix_(std::move(log_prefix)) {}
+  // `args`: the subcommand, `run` for relays and `inbox run` for inbox sidecars; `kind` names
+  // them in violations and logs ("relay", "sidecar").
+  Relays(std::string binary, std::map<std::string, std::string> env, std::string log_prefix,
+         std::vector<std::string> args = {"run"}, std::string kind = "relay")
+      : binary_(std::move(binary)),
+        env_(std::move(env)),
+        log_prefix_(std::move(log_prefix)),
+        args_(std::move(args)),
+        kind_(std::move(kind)) {}
 
   struct Instance {
     std::string name;
@@ -57,6 +64,8 @@ class Relays {
   std::string binary_;
   std::map<std::string, std::string> env_;
   std::string log_prefix_;
+  std::vector<std::string> args_;
+  std::string kind_;
   std::deque<Instance> all_;
 };
 

@@ -17,6 +17,8 @@ const char* to_string(FaultKind kind) {
     case FaultKind::produce_errors: return "retriable Produce errors";
     case FaultKind::move_leaders: return "partition leaders move";
     case FaultKind::refused_property: return "a relay started with a refused property";
+    case FaultKind::kill_sidecar: return "SIGKILL an inbox sidecar";
+    case FaultKind::join_sidecar: return "an inbox sidecar joins the group";
   }
   return "?";
 }
@@ -49,8 +51,18 @@ double Schedule::latency_bound_s() const {
       case FaultKind::produce_errors: bound += 4; break;
       case FaultKind::move_leaders: bound += 3; break;
       case FaultKind::refused_property: bound += 1; break;
+      case FaultKind::kill_sidecar:
+      case FaultKind::join_sidecar: break;  // the inbox's own bound
     }
   }
+  return bound;
+}
+
+// A killed sidecar's partitions wait out its session (3 s here) before another one gets them.
+double Schedule::inbox_bound_s() const {
+  double bound = 10.0;
+  for (const auto& f : sidecar_faults) bound += f.kind == FaultKind::kill_sidecar ? 3.0 + f.arg / 1000.0 + 2 : 2;
+  for (const auto& f : faults) bound += f.kind == FaultKind::restart_postgres ? 14 : 0;
   return bound;
 }
 
@@ -65,6 +77,15 @@ std::string Schedule::describe() const {
                 workload_s, hostile);
   std::string out = buf;
   for (const auto& f : faults) {
+    std::snprintf(buf, sizeof buf, "; at %.2f s %s (%d)", f.at_s, to_string(f.kind), f.arg);
+    out += buf;
+  }
+  if (sidecars > 0) {
+    std::snprintf(buf, sizeof buf, "; inbox: %d sidecar(s), batch %d, commit every %d ms", sidecars, sidecar_batch,
+                  sidecar_commit_ms);
+    out += buf;
+  }
+  for (const auto& f : sidecar_faults) {
     std::snprintf(buf, sizeof buf, "; at %.2f s %s (%d)", f.at_s, to_string(f.kind), f.arg);
     out += buf;
   }
@@ -116,6 +137,28 @@ Schedule make_schedule(std::uint64_t seed) {
     s.faults.push_back(f);
   }
   std::sort(s.faults.begin(), s.faults.end(), [](const Fault& a, const Fault& b) { return a.at_s < b.at_s; });
+
+  // The inbox stage, from a stream of its own.
+  std::mt19937_64 inbox_rng(seed ^ 0x1b873593cc9e2d51ULL);
+  auto ipick = [&](int lo, int hi) { return lo + static_cast<int>(inbox_rng() % static_cast<std::uint64_t>(hi - lo + 1)); };
+  const int shape = ipick(0, 9);
+  s.sidecars = shape <= 2 ? 0 : shape <= 6 ? 1 : 2;
+  if (s.sidecars > 0) {
+    static const int sidecar_batches[] = {1, 10, 100, 1000};
+    s.sidecar_batch = sidecar_batches[ipick(0, 3)];
+    static const int commits[] = {100, 1000, 600000};
+    s.sidecar_commit_ms = commits[ipick(0, 2)];
+    const int n = ipick(0, 2);
+    for (int i = 0; i < n; ++i) {
+      Fault f;
+      f.at_s = ipick(5, static_cast<int>(s.workload_s * 100) - 5) / 100.0;
+      f.kind = ipick(0, 2) <= 1 ? FaultKind::kill_sidecar : FaultKind::join_sidecar;
+      if (f.kind == FaultKind::kill_sidecar) f.arg = ipick(0, 300);
+      s.sidecar_faults.push_back(f);
+    }
+    std::sort(s.sidecar_faults.begin(), s.sidecar_faults.end(),
+              [](const Fault& a, const Fault& b) { return a.at_s < b.at_s; });
+  }
   return s;
 }
 

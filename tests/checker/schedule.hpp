@@ -21,6 +21,8 @@ enum class FaultKind {
   produce_errors,      // retriable Produce errors injected in the mock cluster
   move_leaders,        // every partition's leader moves to another broker
   refused_property,    // a relay started with a pass-through property that breaks a guarantee
+  kill_sidecar,        // SIGKILL one inbox sidecar, start a new one after arg ms
+  join_sidecar,        // one more inbox sidecar in the group (a rebalance)
 };
 
 [[nodiscard]] const char* to_string(FaultKind kind);
@@ -54,10 +56,18 @@ struct Schedule {
   double workload_s = 1.0;
   int hostile = 0;              // hostile rows, each in an aggregate of its own
   std::vector<Fault> faults;
+  // The inbox stage: sidecars (`inbox run`) landing the topics in inbox_events, with faults of
+  // their own. Drawn from a stream of its own, so the rest of a seed's schedule is unchanged.
+  int sidecars = 0;  // at the start; 0: no inbox stage
+  int sidecar_batch = 100;
+  int sidecar_commit_ms = 1000;  // 600000: offsets committed only on a revoke or at SIGTERM
+  std::vector<Fault> sidecar_faults;
 
   // How long a healthy event may wait from its commit to its first delivery in this schedule:
   // a base, the rescan interval, and an allowance per fault (restart, lease expiry, backoff).
   [[nodiscard]] double latency_bound_s() const;
+  // How long after the relays drained the inbox may take to hold every delivered event.
+  [[nodiscard]] double inbox_bound_s() const;
   [[nodiscard]] std::string describe() const;
 };
 

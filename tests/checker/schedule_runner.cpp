@@ -25,6 +25,7 @@ using namespace std::chrono_literals;
 
 constexpr const char* kPublisherHeader = "relay";
 constexpr int kPartitions = 4;
+constexpr const char* kInbox = "checker";
 
 }  // namespace
 
@@ -96,7 +97,56 @@ RunResult ScheduleRunner::run(const Schedule& s) {
     Relays relays(relay_binary_, env, "/tmp/outbox-checker-" + std::to_string(::getpid()) + "-" + db + "-");
     for (int i = 0; i < s.relays; ++i) relays.start();
 
+    // The inbox stage: sidecars of one group landing the three topics in this database's
+    // inbox_events, and readers of their dead-letter topics.
+    std::string topic_list;
+    for (const auto& t : topics) topic_list += (topic_list.empty() ? "" : ",") + t;
+    std::map<std::string, std::string> sidecar_env{
+        {"OUTBOX_RELAY_DATABASE_URL", url},
+        {"OUTBOX_RELAY_KAFKA_BROKERS", kafka.bootstrap()},
+        {"OUTBOX_RELAY_INBOX_TOPICS", topic_list},
+        {"OUTBOX_RELAY_INBOX_NAME", kInbox},
+        {"OUTBOX_RELAY_INBOX_BATCH_SIZE", std::to_string(s.sidecar_batch)},
+        {"OUTBOX_RELAY_INBOX_COMMIT_INTERVAL_MS", std::to_string(s.sidecar_commit_ms)},
+        {"OUTBOX_RELAY_INBOX_SHUTDOWN_TIMEOUT_MS", "5000"},
+        {"OUTBOX_RELAY_INBOX_CONSUMER_PROPERTY_SESSION_TIMEOUT_MS", "3000"},
+        {"OUTBOX_RELAY_INBOX_CONSUMER_PROPERTY_HEARTBEAT_INTERVAL_MS", "300"},
+        {"OUTBOX_RELAY_HTTP_LISTEN", ""},
+        {"OUTBOX_RELAY_LOG_FORMAT", "text"}};
+    Relays sidecars(relay_binary_, sidecar_env, "/tmp/outbox-checker-" + std::to_string(::getpid()) + "-" + db + "-",
+                    {"inbox", "run"}, "sidecar");
+    for (int i = 0; i < s.sidecars; ++i) sidecars.start();
+    std::vector<std::unique_ptr<TopicReader>> dlq_readers;
+    if (s.sidecars > 0)
+      for (const auto& t : topics) dlq_readers.push_back(std::make_unique<TopicReader>(kafka.bootstrap(), t + ".dlq"));
+    std::mt19937 sidecar_rng(static_cast<std::uint32_t>(s.seed ^ 0x9e3779b9U));
+    Clock::time_point schedule_t0 = Clock::now();  // the workload's start, once it is known
+    std::size_t next_sidecar_fault = 0;
+    std::vector<Clock::time_point> sidecar_restarts;
+    auto sidecar_duties = [&] {
+      while (next_sidecar_fault < s.sidecar_faults.size() &&
+             seconds_since(schedule_t0) >= s.sidecar_faults[next_sidecar_fault].at_s) {
+        const Fault& f = s.sidecar_faults[next_sidecar_fault++];
+        auto live = sidecars.live();
+        if (f.kind == FaultKind::kill_sidecar && !live.empty()) {
+          sidecars.kill(*live[sidecar_rng() % live.size()]);
+          sidecar_restarts.push_back(Clock::now() + std::chrono::milliseconds(f.arg));
+        } else if (f.kind == FaultKind::join_sidecar && live.size() < 3) {
+          sidecars.start();
+        }
+      }
+      for (auto it = sidecar_restarts.begin(); it != sidecar_restarts.end();)
+        if (Clock::now() >= *it) {
+          sidecars.start();
+          it = sidecar_restarts.erase(it);
+        } else {
+          ++it;
+        }
+      sidecars.tick(violations);
+    };
+
     Shared shared(s, url);
+    schedule_t0 = shared.t0;
     std::mt19937 rng(static_cast<std::uint32_t>(s.seed));
     std::vector<std::vector<Written>> per_producer(static_cast<std::size_t>(s.producers));
     std::vector<std::thread> producers;
@@ -166,6 +216,9 @@ RunResult ScheduleRunner::run(const Schedule& s) {
             in.probe_deadline = Clock::now() + 5s;
             break;
           }
+          case FaultKind::kill_sidecar:
+          case FaultKind::join_sidecar:
+            break;  // the inbox stage's own faults (sidecar_faults)
         }
       }
       for (auto it = pending_starts.begin(); it != pending_starts.end();)
@@ -176,6 +229,7 @@ RunResult ScheduleRunner::run(const Schedule& s) {
           ++it;
         }
       relays.tick(violations);
+      sidecar_duties();
       poll(30ms);
     }
     shared.request_stop();
@@ -218,6 +272,7 @@ RunResult ScheduleRunner::run(const Schedule& s) {
     bool drained = false;
     while (Clock::now() < drain_deadline) {
       relays.tick(violations);
+      sidecar_duties();
       poll(30ms);
       read_ids();
       if (Clock::now() - last_check < 200ms) continue;
@@ -237,6 +292,62 @@ RunResult ScheduleRunner::run(const Schedule& s) {
     relays.stop_all(violations);
     poll(100ms);
     relay_logs = relays.logs();
+
+    // The inbox: until every delivered event landed (or was dead-lettered), then SIGTERM.
+    std::vector<InboxRowState> inbox_rows;
+    std::set<std::string> dead_lettered_ids;
+    if (s.sidecars > 0) {
+      for (std::size_t i = 0; i < sidecar_restarts.size(); ++i) sidecars.start();
+      sidecar_restarts.clear();
+      if (sidecars.live().empty()) sidecars.start();
+      read_ids();
+      auto landed = [&] {
+        std::set<std::string> ids;
+        try {
+          pqxx::connection c(url);
+          pqxx::nontransaction tx(c);
+          for (const auto& r : tx.exec_params("SELECT event_id FROM inbox_events WHERE inbox = $1", std::string(kInbox)))
+            ids.insert(r[0].as<std::string>());
+        } catch (const std::exception&) {
+        }
+        for (auto& r : dlq_readers) {
+          r->poll_for(20ms);
+          for (const auto& m : r->messages())
+            if (auto id = header(m, "id")) ids.insert(*id);
+        }
+        return ids;
+      };
+      const auto inbox_deadline = Clock::now() + std::chrono::duration<double>(s.inbox_bound_s());
+      bool settled = false;
+      std::size_t missing = 0;
+      while (Clock::now() < inbox_deadline) {
+        sidecar_duties();
+        const auto ids = landed();
+        missing = 0;
+        for (const auto& id : seen) missing += ids.contains(id) ? 0 : 1;
+        if (missing == 0) {
+          settled = true;
+          break;
+        }
+        poll(200ms);  // the checker's readers, while the sidecars land
+      }
+      if (!settled)
+        violations.push_back({"inbox stalled", "", std::to_string(missing) + " delivered events not in the inbox " +
+                                                       std::to_string(static_cast<int>(s.inbox_bound_s())) +
+                                                       " s after the relays drained"});
+      sidecars.stop_all(violations);
+      relay_logs += sidecars.logs();
+      pqxx::connection c(url);
+      pqxx::nontransaction tx(c);
+      for (const auto& r : tx.exec_params("SELECT event_id, topic, partition, \"offset\", seq FROM inbox_events "
+                                          "WHERE inbox = $1",
+                                          std::string(kInbox)))
+        inbox_rows.push_back({r[0].as<std::string>(), r[1].as<std::string>(), r[2].as<int>(), r[3].as<std::int64_t>(),
+                              r[4].as<std::int64_t>()});
+      for (auto& r : dlq_readers)
+        for (const auto& m : r->messages())
+          if (auto id = header(m, "id")) dead_lettered_ids.insert(*id);
+    }
 
     for (auto& r : readers)
       for (const auto& m : r->messages()) {
@@ -258,6 +369,11 @@ RunResult ScheduleRunner::run(const Schedule& s) {
                                    "coalesce(last_error, '') FROM outbox_events"))
       rows[row[0].as<std::string>()] = {row[1].as<std::int64_t>(), row[2].as<bool>(), row[3].as<bool>(),
                                         row[4].as<std::string>()};
+    if (s.sidecars > 0) {
+      auto found = check_inbox(deliveries, inbox_rows, dead_lettered_ids);
+      violations.insert(violations.end(), found.begin(), found.end());
+    }
+    dlq_readers.clear();
     // librdkafka handles take up to a second to destroy: done while the next schedule runs.
     if (reaper_.joinable()) reaper_.join();
     reaper_ = std::thread([gone = std::move(side)]() mutable { gone.reset(); });
