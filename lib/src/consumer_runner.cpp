@@ -69,6 +69,7 @@ struct ConsumerRunner::Impl {
   rd_kafka_t* dlq = nullptr;  // created on first dead letter
   std::unique_ptr<pqxx::connection> db;
   int dlq_outstanding = 0;
+  bool closing = false;  // rd_kafka_consumer_close or destroy under way: no commit in the revoke
   rd_kafka_resp_err_t dlq_error = RD_KAFKA_RESP_ERR_NO_ERROR;
 
   Impl(ConsumerOptions o, Handler h)
@@ -77,6 +78,7 @@ struct ConsumerRunner::Impl {
         inbox(options.consumer_name.empty() ? options.group_id : options.consumer_name, options.schema) {}
 
   ~Impl() {
+    closing = true;
     if (consumer != nullptr) rd_kafka_destroy(consumer);
     if (dlq != nullptr) {
       rd_kafka_flush(dlq, 5000);
@@ -111,7 +113,10 @@ struct ConsumerRunner::Impl {
     if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
       rd_kafka_assign(rk, parts);
     } else {
-      rd_kafka_commit(rk, nullptr, 0);  // synchronous; NO_OFFSET when nothing is stored
+      // Synchronous; NO_OFFSET when nothing is stored. Not while closing: librdkafka 2.0.2
+      // aborts on a synchronous commit inside the revoke of rd_kafka_consumer_close, which
+      // commits what is stored itself (auto-commit is on).
+      if (!self->closing) rd_kafka_commit(rk, nullptr, 0);
       self->drop_partitions(parts);
       rd_kafka_assign(rk, nullptr);
       self->log("partitions revoked; settled offsets committed");
@@ -125,6 +130,7 @@ struct ConsumerRunner::Impl {
   }
 
   void create_consumer() {
+    closing = false;
     rd_kafka_conf_t* conf = base_conf(options.brokers);
     set(conf, "group.id", options.group_id);
     set(conf, "enable.auto.commit", "true");
@@ -386,6 +392,7 @@ struct ConsumerRunner::Impl {
       (void)run_batch(stop);
     }
     rd_kafka_commit(consumer, nullptr, 0);
+    closing = true;
     rd_kafka_consumer_close(consumer);
     rd_kafka_destroy(consumer);
     consumer = nullptr;

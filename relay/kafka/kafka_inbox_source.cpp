@@ -35,7 +35,11 @@ struct KafkaInboxCallbacks {
     std::vector<TopicPartition> gone;
     for (int i = 0; i < parts->cnt; ++i) gone.push_back({parts->elems[i].topic, parts->elems[i].partition});
     if (self->listener_) self->listener_(gone);
-    if (!rd_kafka_assignment_lost(rk)) {
+    // Not while closing: librdkafka 2.0.2 aborts (rd_kafka_cgrp_terminated: assert
+    // !rd_kafka_assignment_in_progress) when a synchronous commit runs in the revoke of
+    // rd_kafka_consumer_close, which commits what is stored itself (auto-commit is on); the
+    // sidecar committed synchronously just before closing anyway.
+    if (!rd_kafka_assignment_lost(rk) && !self->closed_) {
       const auto e = rd_kafka_commit(rk, nullptr, 0);
       if (e != RD_KAFKA_RESP_ERR_NO_ERROR && e != RD_KAFKA_RESP_ERR__NO_OFFSET) {
         ++self->commit_failures_;
