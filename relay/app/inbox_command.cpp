@@ -7,6 +7,7 @@
 
 #include "relay/app/exit_codes.hpp"
 #include "relay/app/metrics_page.hpp"
+#include "relay/app/wait_for_database.hpp"
 #include "relay/app/settings.hpp"
 #include "relay/core/errors.hpp"
 #include "relay/http/listen_address.hpp"
@@ -195,25 +196,7 @@ int run_inbox(const config::Config& c, Logger& logger) {
     loop.systemd().notify("READY=1\nSTATUS=waiting for the database");
 
     pg::PgInboxStore store(s.store);
-    BackoffPolicy connect_backoff{milliseconds(200), milliseconds(10'000), 0.5};
-    std::mt19937_64 jitter(std::random_device{}());
-    auto beat = [&] { stats.heartbeat_ns = std::chrono::nanoseconds(clock.now().time_since_epoch()).count(); };
-    for (int attempt = 1; !stop; ++attempt) {
-      try {
-        beat();
-        store.verify_schema();
-        break;
-      } catch (const TransientError& e) {
-        auto wait = connect_backoff.delay(attempt, std::uniform_real_distribution<double>(0, 1)(jitter));
-        logger.log(LogLevel::warn, "waiting_to_start",
-                   {{"error", pg::redact_conninfo(e.what())}, {"retry_in_ms", std::to_string(wait.count())}});
-        for (auto until = clock.now() + wait; !stop && clock.now() < until;) {
-          beat();
-          std::this_thread::sleep_for(milliseconds(50));
-        }
-      }
-    }
-    if (stop) return 0;
+    if (!wait_for_database(stop, clock, stats.heartbeat_ns, logger, [&] { store.verify_schema(); })) return 0;
     logger.log(LogLevel::info, "database_ready", {{"schema", s.store.schema}, {"inbox", s.core.inbox}});
     loop.systemd().notify("STATUS=consuming");
 

@@ -11,6 +11,7 @@
 
 #include "relay/app/exit_codes.hpp"
 #include "relay/app/metrics_page.hpp"
+#include "relay/app/wait_for_database.hpp"
 #include "relay/app/polling_wakeup.hpp"
 #include "relay/app/settings.hpp"
 #include "relay/core/errors.hpp"
@@ -111,26 +112,11 @@ int run_relay(const config::Config& c, Logger& logger) {
     // an instance id: the lease keeper's session holds its lock for the life of the process.
     pg::PgLeaseStore lease_store({s.lease_conninfo, s.schema, "", s.hostname, static_cast<int>(::getpid())});
     std::string instance;
-    BackoffPolicy connect_backoff{milliseconds(200), milliseconds(10'000), 0.5};
-    std::mt19937_64 jitter(std::random_device{}());
-    auto beat = [&] { stats.heartbeat_ns = std::chrono::nanoseconds(clock.now().time_since_epoch()).count(); };
-    for (int attempt = 1; !stop; ++attempt) {
-      try {
-        beat();
-        pg::PgOutboxStore(s.store).verify_schema();
-        instance = lease_store.claim(s.instance_candidates, milliseconds(1'000));
-        break;
-      } catch (const TransientError& e) {
-        auto wait = connect_backoff.delay(attempt, std::uniform_real_distribution<double>(0, 1)(jitter));
-        logger.log(LogLevel::warn, "waiting_to_start",
-                   {{"error", pg::redact_conninfo(e.what())}, {"retry_in_ms", std::to_string(wait.count())}});
-        for (auto until = clock.now() + wait; !stop && clock.now() < until;) {
-          beat();
-          std::this_thread::sleep_for(milliseconds(50));
-        }
-      }
-    }
-    if (stop) return 0;
+    const bool started = wait_for_database(stop, clock, stats.heartbeat_ns, logger, [&] {
+      pg::PgOutboxStore(s.store).verify_schema();
+      instance = lease_store.claim(s.instance_candidates, milliseconds(1'000));
+    });
+    if (!started) return 0;
     logger.log(LogLevel::info, "database_ready", {{"schema", s.schema}, {"instance", instance}});
     loop.systemd().notify("STATUS=publishing");
 
