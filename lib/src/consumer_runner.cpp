@@ -17,6 +17,7 @@
 #include <random>
 #include <thread>
 
+#include "dead_letter_producer.hpp"
 #include "outbox/inbox.hpp"
 
 namespace outbox {
@@ -66,11 +67,9 @@ struct ConsumerRunner::Impl {
   Inbox inbox;
   ConsumerStats stats;
   rd_kafka_t* consumer = nullptr;
-  rd_kafka_t* dlq = nullptr;  // created on first dead letter
+  std::unique_ptr<detail::DeadLetterProducer> dlq;  // created on the first dead letter
   std::unique_ptr<pqxx::connection> db;
-  int dlq_outstanding = 0;
   bool closing = false;  // rd_kafka_consumer_close or destroy under way: no commit in the revoke
-  rd_kafka_resp_err_t dlq_error = RD_KAFKA_RESP_ERR_NO_ERROR;
 
   Impl(ConsumerOptions o, Handler h)
       : options(std::move(o)),
@@ -80,30 +79,10 @@ struct ConsumerRunner::Impl {
   ~Impl() {
     closing = true;
     if (consumer != nullptr) rd_kafka_destroy(consumer);
-    if (dlq != nullptr) {
-      rd_kafka_flush(dlq, 5000);
-      rd_kafka_destroy(dlq);
-    }
   }
 
   void log(const std::string& line) const {
     if (options.log) options.log(line);
-  }
-
-  static rd_kafka_conf_t* base_conf(const std::string& brokers) {
-    rd_kafka_conf_t* conf = rd_kafka_conf_new();
-    char err[512];
-    rd_kafka_conf_set(conf, "bootstrap.servers", brokers.c_str(), err, sizeof err);
-    rd_kafka_conf_set(conf, "socket.nagle.disable", "true", err, sizeof err);
-    return conf;
-  }
-
-  static void set(rd_kafka_conf_t* conf, const std::string& k, const std::string& v) {
-    char err[512];
-    if (rd_kafka_conf_set(conf, k.c_str(), v.c_str(), err, sizeof err) != RD_KAFKA_CONF_OK) {
-      rd_kafka_conf_destroy(conf);
-      throw std::invalid_argument("kafka property " + k + ": " + err);
-    }
   }
 
   // Revoke: commit what was settled (offsets are stored only after a database commit), then
@@ -123,22 +102,16 @@ struct ConsumerRunner::Impl {
     }
   }
 
-  static void on_dlq_delivery(rd_kafka_t*, const rd_kafka_message_t* m, void* opaque) {
-    auto* self = static_cast<Impl*>(opaque);
-    if (m->err != RD_KAFKA_RESP_ERR_NO_ERROR) self->dlq_error = m->err;
-    --self->dlq_outstanding;
-  }
-
   void create_consumer() {
     closing = false;
-    rd_kafka_conf_t* conf = base_conf(options.brokers);
-    set(conf, "group.id", options.group_id);
-    set(conf, "enable.auto.commit", "true");
-    set(conf, "enable.auto.offset.store", "false");  // stored by hand, after the commit
-    set(conf, "auto.commit.interval.ms", std::to_string(options.commit_interval.count()));
-    set(conf, "auto.offset.reset", "earliest");
-    set(conf, "enable.partition.eof", "false");
-    for (const auto& [k, v] : options.kafka_properties) set(conf, k, v);
+    rd_kafka_conf_t* conf = detail::new_kafka_conf(options.brokers);
+    detail::set_kafka_property(conf, "group.id", options.group_id);
+    detail::set_kafka_property(conf, "enable.auto.commit", "true");
+    detail::set_kafka_property(conf, "enable.auto.offset.store", "false");  // stored by hand, after the commit
+    detail::set_kafka_property(conf, "auto.commit.interval.ms", std::to_string(options.commit_interval.count()));
+    detail::set_kafka_property(conf, "auto.offset.reset", "earliest");
+    detail::set_kafka_property(conf, "enable.partition.eof", "false");
+    for (const auto& [k, v] : options.kafka_properties) detail::set_kafka_property(conf, k, v);
     rd_kafka_conf_set_opaque(conf, this);
     rd_kafka_conf_set_rebalance_cb(conf, &Impl::on_rebalance);
     char err[512];
@@ -176,49 +149,18 @@ struct ConsumerRunner::Impl {
   // Publishes the message to the dead-letter topic with the error and its origin, and waits
   // for the broker. False when stopping before that succeeded (then nothing is committed).
   bool dead_letter(const ConsumedEvent& ev, const std::string& reason, const std::atomic<bool>& stop) {
-    if (dlq == nullptr) {
-      rd_kafka_conf_t* conf = base_conf(options.brokers);
-      set(conf, "enable.idempotence", "true");
-      set(conf, "acks", "all");
-      for (const auto& [k, v] : options.kafka_properties)
-        if (k.starts_with("security.") || k.starts_with("sasl.") || k.starts_with("ssl.")) set(conf, k, v);
-      rd_kafka_conf_set_opaque(conf, this);
-      rd_kafka_conf_set_dr_msg_cb(conf, &Impl::on_dlq_delivery);
-      char err[512];
-      dlq = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof err);
-      if (dlq == nullptr) throw std::runtime_error(std::string("dead-letter producer: ") + err);
-    }
+    if (!dlq) dlq = std::make_unique<detail::DeadLetterProducer>(options.brokers, options.kafka_properties);
     const std::string topic = options.dead_letter_topic.empty() ? ev.topic + ".dlq" : options.dead_letter_topic;
+    const std::vector<std::pair<std::string, std::string>> origin{
+        {"dlq.error", reason},          {"dlq.topic", ev.topic},       {"dlq.partition", std::to_string(ev.partition)},
+        {"dlq.offset", std::to_string(ev.offset)}, {"dlq.event_id", ev.event_id}, {"dlq.consumer", inbox.consumer()}};
     for (int attempt = 1;; ++attempt) {
-      rd_kafka_headers_t* h = rd_kafka_headers_new(ev.headers.size() + 6);
-      auto add = [h](const std::string& k, const std::string& v) {
-        rd_kafka_header_add(h, k.data(), static_cast<ssize_t>(k.size()), v.data(), static_cast<ssize_t>(v.size()));
-      };
-      for (const auto& [k, v] : ev.headers) add(k, v);
-      add("dlq.error", reason);
-      add("dlq.topic", ev.topic);
-      add("dlq.partition", std::to_string(ev.partition));
-      add("dlq.offset", std::to_string(ev.offset));
-      add("dlq.event_id", ev.event_id);
-      add("dlq.consumer", inbox.consumer());
-      dlq_error = RD_KAFKA_RESP_ERR_NO_ERROR;
-      auto e = rd_kafka_producev(dlq, RD_KAFKA_V_TOPIC(topic.c_str()), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-                                 RD_KAFKA_V_KEY(ev.key.data(), ev.key.size()),
-                                 RD_KAFKA_V_VALUE(ev.null_value ? nullptr : const_cast<char*>(ev.value.data()),
-                                                  ev.value.size()),
-                                 RD_KAFKA_V_HEADERS(h), RD_KAFKA_V_END);
+      const auto e = dlq->publish(topic, ev, origin);
       if (e == RD_KAFKA_RESP_ERR_NO_ERROR) {
-        ++dlq_outstanding;
-        while (dlq_outstanding > 0) rd_kafka_poll(dlq, 100);
-        if (dlq_error == RD_KAFKA_RESP_ERR_NO_ERROR) {
-          ++stats.dead_lettered;
-          log("dead-lettered " + ev.topic + "/" + std::to_string(ev.partition) + "@" + std::to_string(ev.offset) +
-              " to " + topic + ": " + reason);
-          return true;
-        }
-        e = dlq_error;
-      } else {
-        rd_kafka_headers_destroy(h);
+        ++stats.dead_lettered;
+        log("dead-lettered " + ev.topic + "/" + std::to_string(ev.partition) + "@" + std::to_string(ev.offset) +
+            " to " + topic + ": " + reason);
+        return true;
       }
       log("dead-letter publish failed (" + std::string(rd_kafka_err2str(e)) + "); retrying");
       if (!wait(backoff(attempt), stop)) return false;
