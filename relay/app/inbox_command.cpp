@@ -1,5 +1,6 @@
 #include "relay/app/inbox_command.hpp"
 
+#include <cstdlib>
 #include <random>
 #include <regex>
 #include <stop_token>
@@ -188,10 +189,17 @@ int run_inbox(const config::Config& c, Logger& logger) {
                   {"dead_lettered_total", std::to_string(stats.dead_lettered_total.load())},
                   {"batches_total", std::to_string(stats.batches_total.load())}});
     };
-    // The core bounds its own shutdown (inbox.shutdown_timeout_ms); the loop's deadline is a
-    // last word in the log.
+    // The core bounds its own shutdown (inbox.shutdown_timeout_ms). librdkafka's consumer close
+    // can hang past it when SIGTERM meets a rebalance in progress (seen with the schedule
+    // checker: close still running 20 s later); 5 s more and the process exits. Nothing
+    // unsettled was ever committed, so the next owner's redeliveries are all it costs.
     loop.start(stats.heartbeat_ns, report, std::chrono::seconds(10), s.stall_limit,
-               s.core.shutdown_timeout + std::chrono::seconds(5), [] {});
+               s.core.shutdown_timeout + std::chrono::seconds(5), [&logger] {
+                 logger.log(LogLevel::warn, "inbox_shutdown_deadline",
+                            {{"note", "leaving the consumer group took too long; exiting now: offsets not committed "
+                                      "are redelivered to the next owner and absorbed by the inbox"}});
+                 std::_Exit(0);
+               });
     auto& stop = loop.stop_flag();
     loop.systemd().notify("READY=1\nSTATUS=waiting for the database");
 
