@@ -1,6 +1,7 @@
 // The inbox sidecar's PostgreSQL adapter: lands a batch of consumed messages in the service's
-// inbox_events (migration 0009) with one INSERT ... ON CONFLICT (inbox, event_id) DO NOTHING in
-// one transaction, in the batch's order, and reads what the operators and metrics need.
+// inbox_events (migration 0009) in one transaction, in the batch's order: by COPY when none of
+// it is there yet, else (a redelivery, a refused row) by one INSERT ... ON CONFLICT (inbox,
+// event_id) DO NOTHING; and reads what the operators and metrics need.
 #pragma once
 
 #include <atomic>
@@ -57,13 +58,20 @@ class PgInboxStore final : public InboxStore {
   std::size_t purge_processed(std::chrono::seconds older_than, int batch, int max_batches);
   [[nodiscard]] std::uint64_t reconnects() const;
   [[nodiscard]] std::uint64_t isolations() const { return isolations_; }
+  // Batches landed by COPY (the others went through the INSERT: redeliveries, refused rows).
+  [[nodiscard]] std::uint64_t copies() const { return copies_; }
 
  private:
+  bool copy(const std::vector<InboxRow>& rows);
+  LandOutcome insert(const std::vector<InboxRow>& rows);
   LandOutcome land_one_by_one(pqxx::connection_base& c, const std::vector<InboxRow>& rows);
   void worker_loop(std::stop_token halt);
 
   PgInboxOptions options_;
+  std::string table_;
   std::string insert_sql_;
+  bool insert_next_ = false;
+  std::atomic<std::uint64_t> copies_{0};
   std::unique_ptr<PgSession> session_;
   std::atomic<std::uint64_t> isolations_{0};
   // The landing handed to the worker, and its outcome.

@@ -153,6 +153,7 @@ int main(int argc, char** argv) {
   cli.add_option("--batch", batch, "inbox.batch_size (and the ceiling's batch)");
   cli.add_option("--rounds", rounds, "Ceiling/sidecar pairs");
   cli.add_option("--partitions", partitions, "Partitions of the topic");
+  cli.add_option("--relay-binary", binary, "The outbox-relay binary to run as the sidecar");
   CLI11_PARSE(cli, argc, argv);
   const std::string payload(static_cast<std::size_t>(payload_bytes), 'x');
 
