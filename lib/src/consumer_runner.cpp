@@ -237,28 +237,46 @@ struct ConsumerRunner::Impl {
       bool failed = false;
       try {
         pqxx::work tx(connection());
+        // The batch's events are claimed in one statement; each handler then runs in a
+        // savepoint of its own, opened in the round trip that releases the one before it. A
+        // claim whose effect does not happen (its handler failed, or its turn did not come
+        // before the batch stopped) is taken back before the commit.
+        std::vector<std::optional<std::string>> problems(queue.size());
+        std::vector<std::string> ids;
+        ids.reserve(queue.size());
+        for (std::size_t i = 0; i < queue.size(); ++i) {
+          problems[i] = id_problem(queue[i].ev);
+          if (!problems[i]) ids.push_back(queue[i].ev.event_id);
+        }
+        auto claimed = inbox.claim_all(tx, ids);
+        bool in_savepoint = false;
+        const auto fail_back = [&](const std::string& id) {
+          tx.exec("ROLLBACK TO SAVEPOINT outbox_event");
+          inbox.unclaim(tx, {id});
+        };
         for (; settled < queue.size(); ++settled) {
           auto& q = queue[settled];
-          if (auto why = id_problem(q.ev)) {
-            letters.emplace_back(settled, *why);
+          if (problems[settled]) {
+            letters.emplace_back(settled, *problems[settled]);
             continue;
           }
-          tx.exec("SAVEPOINT outbox_event");
+          const auto id = Inbox::canonical_event_id(q.ev.event_id);
+          if (claimed.erase(id) == 0) {
+            ++duplicates;
+            continue;
+          }
+          tx.exec(in_savepoint ? "RELEASE SAVEPOINT outbox_event; SAVEPOINT outbox_event" : "SAVEPOINT outbox_event");
+          in_savepoint = true;
           try {
-            if (!inbox.claim(tx, q.ev.event_id)) {
-              ++duplicates;
-            } else {
-              handler(tx, q.ev);
-              ++processed;
-            }
-            tx.exec("RELEASE SAVEPOINT outbox_event");
+            handler(tx, q.ev);
+            ++processed;
           } catch (const PermanentError& e) {
-            tx.exec("ROLLBACK TO SAVEPOINT outbox_event");
+            fail_back(id);
             ++stats.handler_failures;
             letters.emplace_back(settled, e.what());
           } catch (const std::exception& e) {
             if (transient(e)) throw;  // the whole batch again
-            tx.exec("ROLLBACK TO SAVEPOINT outbox_event");
+            fail_back(id);
             ++stats.handler_failures;
             if (++q.failures >= options.max_attempts) {
               letters.emplace_back(settled, "failed " + std::to_string(q.failures) + " times, last: " + e.what());
@@ -269,6 +287,7 @@ struct ConsumerRunner::Impl {
             break;  // what precedes commits; this one is tried again before anything after it
           }
         }
+        if (!claimed.empty()) inbox.unclaim(tx, std::vector<std::string>(claimed.begin(), claimed.end()));
         tx.commit();
       } catch (const std::exception& e) {
         if (!transient(e)) throw;

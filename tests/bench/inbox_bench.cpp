@@ -257,7 +257,7 @@ int main(int argc, char** argv) {
                   us(side.cpu.total(), side.events), cores,
                   side.cpu.total() > 0 ? static_cast<double>(cores) * static_cast<double>(side.events) / side.cpu.total() : 0);
     cpu_lines.emplace_back(line);
-    std::printf("%-6d %-52s %10.0f %9.2f %9ld\n", round, "ceiling: its INSERT on prebuilt rows, one session",
+    std::printf("%-6d %-52s %10.0f %9.2f %9ld\n", round, "ceiling: its COPY on prebuilt rows, one session",
                 ceil.events_per_s, ceil.seconds, ceil.events);
     std::printf("%-6d %-52s %10.0f %9.2f %9ld\n", round, "inbox sidecar: mock Kafka -> inbox_events", side.events_per_s,
                 side.seconds, side.events);

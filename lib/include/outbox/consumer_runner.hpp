@@ -1,6 +1,7 @@
-// Kafka consumer runner: a poll batch goes through the inbox in one database transaction, each
-// message in a savepoint of its own with the handler's effect; offsets are stored for commit
-// only after that transaction committed. A handler that fails rolls back only its savepoint:
+// Kafka consumer runner: a poll batch goes through the inbox in one database transaction (its
+// events claimed in one statement), each message's handler in a savepoint of its own; offsets
+// are stored for commit only after that transaction committed. A claim whose effect did not
+// happen is taken back before the commit. A handler that fails rolls back only its savepoint:
 // the messages before it commit, it is retried (with backoff, up to max_attempts) before any
 // later message, then dead-lettered. Database trouble (lost connection, deadlock,
 // serialization) retries the whole batch without counting attempts; permanent failures are

@@ -5,6 +5,8 @@
 
 #include <functional>
 #include <string>
+#include <unordered_set>
+#include <vector>
 
 #include <pqxx/connection_base>
 #include <pqxx/transaction>
@@ -26,6 +28,18 @@ class Inbox {
   // claiming the same event blocks here until that one commits (then false) or rolls back
   // (then true). Throws pqxx::data_exception when event_id is not a UUID.
   [[nodiscard]] bool claim(pqxx::transaction_base& tx, const std::string& event_id) const;
+
+  // claim for many events in one statement (in id order, so two instances claiming overlapping
+  // sets take their locks in the same order). Returns the ids it recorded, in canonical form
+  // (lower case, as canonical_event_id): an id absent from it was processed before, or appears
+  // twice in `event_ids`. Every id must be a UUID (pqxx::data_exception otherwise).
+  [[nodiscard]] std::unordered_set<std::string> claim_all(pqxx::transaction_base& tx,
+                                                          const std::vector<std::string>& event_ids) const;
+  // Takes back claims of this transaction whose effect did not happen (the handler failed, or
+  // its turn did not come), so a later delivery processes them.
+  void unclaim(pqxx::transaction_base& tx, const std::vector<std::string>& event_ids) const;
+  // A UUID the way PostgreSQL prints it: what claim_all returns for it.
+  [[nodiscard]] static std::string canonical_event_id(const std::string& event_id);
 
   // Opens a transaction on `conn`, claims the event, runs `handler` in that transaction if
   // new, and commits. Any exception from the handler rolls everything back (the claim too,
