@@ -15,6 +15,7 @@
 #include <thread>
 
 #include "relay/pg/pg_migrator.hpp"
+#include "tests/bench/process_cpu.hpp"
 #include "tests/support/pg_cluster.hpp"
 
 using namespace std::chrono_literals;
@@ -26,6 +27,7 @@ struct Figures {
   double events_per_s = 0;
   double p50_ms = 0, p99_ms = 0, max_ms = 0;  // claimed to committed
   long batches = 0;
+  double database_us = 0, workers_us = 0;  // CPU per event processed
 };
 
 void land(const std::string& url, const std::string& inbox, long events, int aggregates) {
@@ -45,7 +47,8 @@ enum class Mark { each, batch, plain_update };
 
 // `claim_sql` returns a batch's seqs, locked; `mark` says how they are marked processed.
 Figures run(const std::string& url, const std::string& inbox, long events, int workers, int batch,
-            const std::string& claim_sql, Mark mark) {
+            const std::string& claim_sql, Mark mark, pid_t postmaster) {
+  const double db0 = outbox::bench::tree_cpu_seconds(postmaster), me0 = outbox::bench::proc_stat(::getpid()).self;
   std::atomic<long> processed{0}, batches{0};
   std::mutex m;
   std::vector<double> latencies;
@@ -90,6 +93,8 @@ Figures run(const std::string& url, const std::string& inbox, long events, int w
     });
   for (auto& t : pool) t.join();
   Figures f;
+  f.database_us = 1e6 * (outbox::bench::tree_cpu_seconds(postmaster) - db0) / static_cast<double>(std::max(1L, processed.load()));
+  f.workers_us = 1e6 * (outbox::bench::proc_stat(::getpid()).self - me0) / static_cast<double>(std::max(1L, processed.load()));
   f.events_per_s = static_cast<double>(processed) / std::chrono::duration<double>(WallClock::now() - t0).count();
   f.batches = batches;
   std::sort(latencies.begin(), latencies.end());
@@ -122,25 +127,31 @@ int main(int argc, char** argv) {
     return url;
   };
   const std::string claim = "SELECT seq FROM inbox_claim($1, $2)";
+  const pid_t postmaster = outbox::bench::postmaster_pid(cluster.directory() + "/data");
   const auto pop = run(fresh("bench_pop"), "bench", events, workers, batch,
                        "SELECT seq FROM inbox_events WHERE inbox = $1 AND processed_at IS NULL "
                        "AND dead_lettered_at IS NULL ORDER BY seq LIMIT $2 FOR UPDATE SKIP LOCKED",
-                       Mark::plain_update);
-  const auto each = run(fresh("bench_each"), "bench", events, workers, batch, claim, Mark::each);
-  const auto all = run(fresh("bench_batch"), "bench", events, workers, batch, claim, Mark::batch);
+                       Mark::plain_update, postmaster);
+  const auto each = run(fresh("bench_each"), "bench", events, workers, batch, claim, Mark::each, postmaster);
+  const auto all = run(fresh("bench_batch"), "bench", events, workers, batch, claim, Mark::batch, postmaster);
 
   std::printf("inbox_sql_bench: %ld events over %d aggregates, %d workers, batches of %d, 200-byte payloads, "
               "PostgreSQL with fsync and synchronous_commit on\n",
               events, aggregates, workers, batch);
-  std::printf("%-58s %10s %9s %9s %9s %8s\n", "run", "events/s", "p50 ms", "p99 ms", "max ms", "batches");
-  auto row = [](const char* name, const Figures& f) {
-    std::printf("%-58s %10.0f %9.1f %9.1f %9.1f %8ld\n", name, f.events_per_s, f.p50_ms, f.p99_ms, f.max_ms, f.batches);
+  const long cores = ::sysconf(_SC_NPROCESSORS_ONLN);
+  std::printf("%-58s %10s %9s %9s %9s %8s %22s %12s\n", "run", "events/s", "p50 ms", "p99 ms", "max ms", "batches",
+              "CPU us/event: db+workers", "cores allow");
+  auto row = [&](const char* name, const Figures& f) {
+    const double us = f.database_us + f.workers_us;
+    std::printf("%-58s %10.0f %9.1f %9.1f %9.1f %8ld %14.1f + %5.1f %12.0f\n", name, f.events_per_s, f.p50_ms, f.p99_ms,
+                f.max_ms, f.batches, f.database_us, f.workers_us, us > 0 ? 1e6 * static_cast<double>(cores) / us : 0);
   };
   row("SQL API: inbox_claim + effect + inbox_done per event", each);
   row("SQL API: inbox_claim + effect + inbox_done_batch", all);
   row("ceiling: plain SKIP LOCKED pop + effect + one UPDATE", pop);
   std::printf("ratio to the ceiling: per-event done %.2f, batch done %.2f\n", each.events_per_s / pop.events_per_s,
               all.events_per_s / pop.events_per_s);
-  std::printf("latency per event: from its batch's claim to the batch's commit\n");
+  std::printf("latency per event: from its batch's claim to the batch's commit; CPU from /proc (PostgreSQL's processes, "
+              "this program's workers): %ld cores cannot run more events/s than they can pay for\n", cores);
   return 0;
 }
