@@ -24,7 +24,13 @@ const std::set<std::string> kCounters{
     "outbox_relay_producer_restarts_total",  "outbox_relay_retention_deleted_total",
     "outbox_relay_marks_unmatched_total",    "outbox_relay_lanes_acquired_total",
     "outbox_relay_lanes_released_total",     "outbox_relay_lanes_lost_total",
-    "outbox_relay_lease_renew_failures_total"};
+    "outbox_relay_lease_renew_failures_total",
+    // the inbox sidecar's (OUTBOX_INBOX_STATS and metrics_page.cpp)
+    "outbox_inbox_received_total", "outbox_inbox_landed_total", "outbox_inbox_duplicates_total",
+    "outbox_inbox_dead_lettered_total", "outbox_inbox_refused_total", "outbox_inbox_batches_total",
+    "outbox_inbox_transient_errors_total", "outbox_inbox_revoked_total", "outbox_inbox_dropped_on_revoke_total",
+    "outbox_inbox_database_reconnects_total", "outbox_inbox_offset_commit_failures_total",
+    "outbox_inbox_retention_deleted_total", "outbox_inbox_http_refused_total"};
 const std::set<std::string> kGauges{
     "outbox_relay_ready",           "outbox_relay_database_up",
     "outbox_relay_is_publisher",    "outbox_relay_lanes_held",
@@ -32,8 +38,12 @@ const std::set<std::string> kGauges{
     "outbox_relay_lease_renewal_age_seconds", "outbox_relay_backlog_events",
     "outbox_relay_oldest_unpublished_age_seconds", "outbox_relay_dead_lettered_events",
     "outbox_relay_owner_lanes",     "outbox_relay_owner_lease_age_seconds",
-    "outbox_relay_unowned_lanes"};
-const std::set<std::string> kHistograms{"outbox_relay_batch_duration_seconds", "outbox_relay_commit_to_ack_seconds"};
+    "outbox_relay_unowned_lanes",
+    "outbox_inbox_ready", "outbox_inbox_partitions_assigned", "outbox_inbox_pending", "outbox_inbox_retrying",
+    "outbox_inbox_dead_lettered", "outbox_inbox_held_back", "outbox_inbox_oldest_unprocessed_age_seconds",
+    "outbox_inbox_backlog_snapshot_age_seconds"};
+const std::set<std::string> kHistograms{"outbox_relay_batch_duration_seconds", "outbox_relay_commit_to_ack_seconds",
+                                        "outbox_inbox_batch_duration_seconds"};
 
 bool served(const std::string& name) {
   if (kCounters.contains(name) || kGauges.contains(name)) return true;
@@ -123,6 +133,13 @@ TEST_CASE("the alerts cover lag, no publisher, unowned lanes, late lease renewal
   CHECK(covered.contains("outbox_relay_ready/critical"));
   CHECK(covered.contains("outbox_relay_database_up/critical"));
   CHECK(covered.contains("absent"));
+  // The inbox sidecar's: workers behind, workers' dead letters, messages to the dead-letter
+  // topic, readiness, nothing consumed.
+  CHECK(covered.contains("outbox_inbox_oldest_unprocessed_age_seconds/warning"));
+  CHECK(covered.contains("outbox_inbox_dead_lettered/warning"));
+  CHECK(covered.contains("outbox_inbox_dead_lettered_total/warning"));
+  CHECK(covered.contains("outbox_inbox_ready/critical"));
+  CHECK(covered.contains("outbox_inbox_partitions_assigned/critical"));
 }
 
 TEST_CASE("every dashboard query names only metrics the relay serves and comes with its explanation",
