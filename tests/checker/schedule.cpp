@@ -19,6 +19,7 @@ const char* to_string(FaultKind kind) {
     case FaultKind::refused_property: return "a relay started with a refused property";
     case FaultKind::kill_sidecar: return "SIGKILL an inbox sidecar";
     case FaultKind::join_sidecar: return "an inbox sidecar joins the group";
+    case FaultKind::stall_kill_sidecar: return "inbox_events locked, an inbox sidecar SIGKILLed while it waits";
   }
   return "?";
 }
@@ -52,7 +53,8 @@ double Schedule::latency_bound_s() const {
       case FaultKind::move_leaders: bound += 3; break;
       case FaultKind::refused_property: bound += 1; break;
       case FaultKind::kill_sidecar:
-      case FaultKind::join_sidecar: break;  // the inbox's own bound
+      case FaultKind::join_sidecar:
+      case FaultKind::stall_kill_sidecar: break;  // the inbox's own bound
     }
   }
   return bound;
@@ -61,7 +63,8 @@ double Schedule::latency_bound_s() const {
 // A killed sidecar's partitions wait out its session (3 s here) before another one gets them.
 double Schedule::inbox_bound_s() const {
   double bound = 10.0;
-  for (const auto& f : sidecar_faults) bound += f.kind == FaultKind::kill_sidecar ? 3.0 + f.arg / 1000.0 + 2 : 2;
+  for (const auto& f : sidecar_faults)
+    bound += f.kind == FaultKind::join_sidecar ? 2 : 3.0 + f.arg / 1000.0 + 2;
   for (const auto& f : faults) bound += f.kind == FaultKind::restart_postgres ? 14 : 0;
   return bound;
 }
@@ -152,8 +155,11 @@ Schedule make_schedule(std::uint64_t seed) {
     for (int i = 0; i < n; ++i) {
       Fault f;
       f.at_s = ipick(5, static_cast<int>(s.workload_s * 100) - 5) / 100.0;
-      f.kind = ipick(0, 2) <= 1 ? FaultKind::kill_sidecar : FaultKind::join_sidecar;
+      const int kind = ipick(0, 3);
+      f.kind = kind <= 1 ? FaultKind::kill_sidecar : kind == 2 ? FaultKind::join_sidecar : FaultKind::stall_kill_sidecar;
       if (f.kind == FaultKind::kill_sidecar) f.arg = ipick(0, 300);
+      // Longer than the shorter commit intervals: an offset commit falls inside it.
+      if (f.kind == FaultKind::stall_kill_sidecar) f.arg = ipick(1200, 2500);
       s.sidecar_faults.push_back(f);
     }
     std::sort(s.sidecar_faults.begin(), s.sidecar_faults.end(),

@@ -23,6 +23,9 @@ enum class FaultKind {
   refused_property,    // a relay started with a pass-through property that breaks a guarantee
   kill_sidecar,        // SIGKILL one inbox sidecar, start a new one after arg ms
   join_sidecar,        // one more inbox sidecar in the group (a rebalance)
+  stall_kill_sidecar,  // inbox_events locked against writes for arg ms; a sidecar SIGKILLed in
+                       // the last quarter of it (its landing blocked, its offset commits not),
+                       // started again once the lock is gone
 };
 
 [[nodiscard]] const char* to_string(FaultKind kind);

@@ -25,6 +25,7 @@ int main(int argc, char** argv) {
   std::uint64_t first = 0;
   bool seeded = false;
   bool stop_on_violation = false;
+  bool describe_only = false;
   if (const char* e = std::getenv("OUTBOX_CHECK_SEED"); e != nullptr && *e != '\0') {
     first = std::strtoull(e, nullptr, 10);
     seeded = true;
@@ -42,12 +43,22 @@ int main(int argc, char** argv) {
     else if (a == "--first-seed") first = std::strtoull(next(), nullptr, 10), seeded = true;
     else if (a == "--seed") first = std::strtoull(next(), nullptr, 10), seeded = true, schedules = 1;
     else if (a == "--stop-on-violation") stop_on_violation = true;
+    else if (a == "--describe") describe_only = true;
     else {
-      std::fprintf(stderr, "usage: schedule_check [--schedules N] [--first-seed S] [--seed S] [--stop-on-violation]\n");
+      std::fprintf(stderr,
+                   "usage: schedule_check [--schedules N] [--first-seed S] [--seed S] [--stop-on-violation] "
+                   "[--describe]\n");
       return 64;
     }
   }
   if (!seeded) first = std::random_device{}() % 1'000'000'000;
+  if (describe_only) {  // what the seeds name, without running them
+    for (long n = 0; n < schedules; ++n) {
+      const auto schedule = make_schedule(first + static_cast<std::uint64_t>(n));
+      std::printf("seed %llu: %s\n", static_cast<unsigned long long>(schedule.seed), schedule.describe().c_str());
+    }
+    return 0;
+  }
   std::printf("schedule_check: %ld schedules from seed %llu (replay one: --seed S)\n", schedules,
               static_cast<unsigned long long>(first));
   std::fflush(stdout);

@@ -8,6 +8,7 @@
 #include <chrono>
 #include <map>
 #include <memory>
+#include <optional>
 #include <random>
 #include <set>
 #include <thread>
@@ -120,12 +121,31 @@ RunResult ScheduleRunner::run(const Schedule& s) {
     if (s.sidecars > 0)
       for (const auto& t : topics) dlq_readers.push_back(std::make_unique<TopicReader>(kafka.bootstrap(), t + ".dlq"));
     std::mt19937 sidecar_rng(static_cast<std::uint32_t>(s.seed ^ 0x9e3779b9U));
-    Clock::time_point schedule_t0 = Clock::now();  // the workload's start, once it is known
     std::size_t next_sidecar_fault = 0;
     std::vector<Clock::time_point> sidecar_restarts;
+    // A stall: the lock's transaction, when a sidecar is killed under it, when it ends.
+    std::unique_ptr<pqxx::connection> stall_conn;
+    std::unique_ptr<pqxx::work> stall_tx;
+    std::optional<Clock::time_point> stall_kill_at, stall_end_at;
+    // The sidecars' faults are timed from their first landed row, not from the workload's
+    // start: joining the group takes them longer than a short workload lasts, and a fault
+    // before then finds nothing in flight to break.
+    std::optional<Clock::time_point> inbox_t0;
+    std::unique_ptr<pqxx::connection> probe;
+    auto inbox_started = [&] {
+      if (inbox_t0) return true;
+      try {
+        if (!probe) probe = std::make_unique<pqxx::connection>(url);
+        if (pqxx::nontransaction(*probe).exec("SELECT EXISTS (SELECT 1 FROM inbox_events)")[0][0].as<bool>())
+          inbox_t0 = Clock::now();
+      } catch (const std::exception&) {
+        probe.reset();  // the database restarting: ask again next time
+      }
+      return inbox_t0.has_value();
+    };
     auto sidecar_duties = [&] {
-      while (next_sidecar_fault < s.sidecar_faults.size() &&
-             seconds_since(schedule_t0) >= s.sidecar_faults[next_sidecar_fault].at_s) {
+      while (next_sidecar_fault < s.sidecar_faults.size() && inbox_started() &&
+             std::chrono::duration<double>(Clock::now() - *inbox_t0).count() >= s.sidecar_faults[next_sidecar_fault].at_s) {
         const Fault& f = s.sidecar_faults[next_sidecar_fault++];
         auto live = sidecars.live();
         if (f.kind == FaultKind::kill_sidecar && !live.empty()) {
@@ -133,7 +153,27 @@ RunResult ScheduleRunner::run(const Schedule& s) {
           sidecar_restarts.push_back(Clock::now() + std::chrono::milliseconds(f.arg));
         } else if (f.kind == FaultKind::join_sidecar && live.size() < 3) {
           sidecars.start();
+        } else if (f.kind == FaultKind::stall_kill_sidecar && !stall_tx && !live.empty()) {
+          // Writers of inbox_events wait (COPY and INSERT need ROW EXCLUSIVE); readers do not.
+          stall_conn = std::make_unique<pqxx::connection>(url);
+          stall_tx = std::make_unique<pqxx::work>(*stall_conn);
+          stall_tx->exec("LOCK TABLE inbox_events IN EXCLUSIVE MODE");
+          stall_kill_at = Clock::now() + std::chrono::milliseconds(f.arg * 3 / 4);
+          stall_end_at = Clock::now() + std::chrono::milliseconds(f.arg);
         }
+      }
+      if (stall_kill_at && Clock::now() >= *stall_kill_at) {
+        stall_kill_at.reset();
+        if (auto live = sidecars.live(); !live.empty()) {
+          sidecars.kill(*live[sidecar_rng() % live.size()]);
+          sidecar_restarts.push_back(*stall_end_at + 100ms);
+        }
+      }
+      if (stall_end_at && Clock::now() >= *stall_end_at) {
+        stall_end_at.reset();
+        stall_tx->abort();
+        stall_tx.reset();
+        stall_conn.reset();
       }
       for (auto it = sidecar_restarts.begin(); it != sidecar_restarts.end();)
         if (Clock::now() >= *it) {
@@ -146,7 +186,6 @@ RunResult ScheduleRunner::run(const Schedule& s) {
     };
 
     Shared shared(s, url);
-    schedule_t0 = shared.t0;
     std::mt19937 rng(static_cast<std::uint32_t>(s.seed));
     std::vector<std::vector<Written>> per_producer(static_cast<std::size_t>(s.producers));
     std::vector<std::thread> producers;
@@ -218,6 +257,7 @@ RunResult ScheduleRunner::run(const Schedule& s) {
           }
           case FaultKind::kill_sidecar:
           case FaultKind::join_sidecar:
+          case FaultKind::stall_kill_sidecar:
             break;  // the inbox stage's own faults (sidecar_faults)
         }
       }
@@ -325,7 +365,11 @@ RunResult ScheduleRunner::run(const Schedule& s) {
         const auto ids = landed();
         missing = 0;
         for (const auto& id : seen) missing += ids.contains(id) ? 0 : 1;
-        if (missing == 0) {
+        // Every fault played out first (a stall still held, a restart still due), once the
+        // sidecars have started landing.
+        const bool faults_due = inbox_t0 && (next_sidecar_fault < s.sidecar_faults.size() || stall_tx ||
+                                             !sidecar_restarts.empty());
+        if (missing == 0 && !faults_due) {
           settled = true;
           break;
         }
