@@ -155,11 +155,17 @@ RunResult ScheduleRunner::run(const Schedule& s) {
           sidecars.start();
         } else if (f.kind == FaultKind::stall_kill_sidecar && !stall_tx && !live.empty()) {
           // Writers of inbox_events wait (COPY and INSERT need ROW EXCLUSIVE); readers do not.
-          stall_conn = std::make_unique<pqxx::connection>(url);
-          stall_tx = std::make_unique<pqxx::work>(*stall_conn);
-          stall_tx->exec("LOCK TABLE inbox_events IN EXCLUSIVE MODE");
-          stall_kill_at = Clock::now() + std::chrono::milliseconds(f.arg * 3 / 4);
-          stall_end_at = Clock::now() + std::chrono::milliseconds(f.arg);
+          // A database restarting meanwhile (a fault of the relays') makes it no stall.
+          try {
+            stall_conn = std::make_unique<pqxx::connection>(url);
+            stall_tx = std::make_unique<pqxx::work>(*stall_conn);
+            stall_tx->exec("LOCK TABLE inbox_events IN EXCLUSIVE MODE");
+            stall_kill_at = Clock::now() + std::chrono::milliseconds(f.arg * 3 / 4);
+            stall_end_at = Clock::now() + std::chrono::milliseconds(f.arg);
+          } catch (const std::exception&) {
+            stall_tx.reset();
+            stall_conn.reset();
+          }
         }
       }
       if (stall_kill_at && Clock::now() >= *stall_kill_at) {
@@ -171,7 +177,11 @@ RunResult ScheduleRunner::run(const Schedule& s) {
       }
       if (stall_end_at && Clock::now() >= *stall_end_at) {
         stall_end_at.reset();
-        stall_tx->abort();
+        try {
+          stall_tx->abort();
+        } catch (const std::exception&) {
+          // the lock went with its session (a database restart): nothing left to release
+        }
         stall_tx.reset();
         stall_conn.reset();
       }
