@@ -22,6 +22,7 @@
 #include "relay/pg/pg_inbox_store.hpp"
 #include "relay/pg/pg_migrator.hpp"
 #include "tests/e2e/child_process.hpp"
+#include "tests/support/eventually.hpp"
 #include "tests/support/pg_cluster.hpp"
 
 using namespace std::chrono_literals;
@@ -171,12 +172,13 @@ Figures sidecar(const std::string& binary, const std::string& url, const std::st
   pqxx::connection c(url);
   // A cheap probe (the primary key's ends) while it lands, so the waiting costs PostgreSQL
   // next to nothing; the count confirms.
-  for (auto until = WallClock::now() + 600s; WallClock::now() < until; std::this_thread::sleep_for(100ms)) {
-    pqxx::nontransaction tx(c);
-    if (tx.exec("SELECT coalesce(max(seq) - min(seq) + 1, 0) FROM inbox_events")[0][0].as<long>() >= events &&
-        tx.exec("SELECT count(*) FROM inbox_events")[0][0].as<long>() >= events)
-      break;
-  }
+  (void)test::eventually(
+      [&] {
+        pqxx::nontransaction tx(c);
+        return tx.exec("SELECT coalesce(max(seq) - min(seq) + 1, 0) FROM inbox_events")[0][0].as<long>() >= events &&
+               tx.exec("SELECT count(*) FROM inbox_events")[0][0].as<long>() >= events;
+      },
+      600s, 100ms);
   Figures f;
   f.cpu = minus(sample(pids, proc.pid()), cpu0);
   proc.signal(SIGTERM);
