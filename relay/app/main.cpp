@@ -14,11 +14,13 @@
 #include "relay/config/config_loader.hpp"
 #include "relay/core/errors.hpp"
 #include "relay/pg/pg_conninfo.hpp"
+#include "relay/runtime/crash_report.hpp"
 #include "relay/runtime/event_loop.hpp"
 
 using namespace outbox::relay;
 
 int main(int argc, char** argv) {
+  runtime::install_crash_report();
   CLI::App parser{"outbox-relay: publishes committed rows of a PostgreSQL outbox table to Kafka, at least once"};
   parser.set_version_flag("--version", std::string("outbox-relay ") + OUTBOX_RELAY_VERSION);
   parser.require_subcommand(1);

@@ -382,3 +382,23 @@ TEST_CASE("a wrong password exits 77 and a missing database 78, at once, neither
   CHECK_THAT(nodb.output(), Catch::Contains("database.url"));
   test::exec(url, "DROP OWNED BY " + role + "; DROP ROLE " + role);
 }
+
+// A crash leaves its stack in the log stream and keeps the status (and core dump) it had: the
+// report names the signal and the thread, then the frames (resolved later with addr2line).
+TEST_CASE("relay: a fatal signal writes a backtrace to stderr and still dies of that signal", "[e2e][ops]") {
+  for (const int sig : {SIGSEGV, SIGABRT}) {
+    const int port = test::free_loopback_port();
+    test::ChildProcess relay(kRelay, {"run"}, relay_env("postgresql://127.0.0.1:1/unreachable", "127.0.0.1:1", port),
+                       temp_log("crash-" + std::to_string(sig)));
+    // Up (and retrying the database) once it answers its liveness probe.
+    REQUIRE(test::eventually([&] { return test::http_get(port, "/healthz").status == 200; }, 20s));
+    relay.signal(sig);
+    const auto code = relay.wait(20s);
+    INFO(relay.output());
+    CHECK(code == std::optional<int>(128 + sig));
+    const auto out = relay.output();
+    CHECK(out.find(std::string("fatal signal ") + sigabbrev_np(sig) + " in thread outbox-relay; backtrace:\n") !=
+          std::string::npos);
+    CHECK(out.find("outbox-relay(+0x") != std::string::npos);  // frames of the binary itself
+  }
+}
