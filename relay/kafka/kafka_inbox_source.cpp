@@ -2,7 +2,7 @@
 
 #include <librdkafka/rdkafka.h>
 
-#include <cstring>
+#include <string_view>
 
 #include "relay/core/errors.hpp"
 
@@ -19,7 +19,10 @@ void free_error(rd_kafka_error_t* e) {
 struct KafkaInboxCallbacks {
   static void rebalance(rd_kafka_t* rk, rd_kafka_resp_err_t err, rd_kafka_topic_partition_list_t* parts, void* opaque) {
     auto* self = static_cast<KafkaInboxSource*>(opaque);
-    const bool cooperative = std::strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE") == 0;
+    // Known from the configuration, not asked here: rd_kafka_rebalance_protocol() is a request
+    // to the group thread that returns NULL once the group is terminating (a revoke served in
+    // rd_kafka_consumer_close during a rebalance); read as a string, that NULL was a SIGSEGV.
+    const bool cooperative = self->cooperative_;
     if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
       if (cooperative)
         free_error(rd_kafka_incremental_assign(rk, parts));
@@ -73,6 +76,25 @@ void set(rd_kafka_conf_t* conf, const std::string& name, const std::string& valu
   }
 }
 
+// partition.assignment.strategy names cooperative-sticky (alone: librdkafka refuses a list
+// that mixes the incremental protocol with the eager one).
+bool lists_cooperative(rd_kafka_conf_t* conf) {
+  char value[512];
+  size_t size = sizeof value;
+  if (rd_kafka_conf_get(conf, "partition.assignment.strategy", value, &size) != RD_KAFKA_CONF_OK) return false;
+  std::string_view list(value);
+  while (!list.empty()) {
+    const auto comma = list.find(',');
+    auto name = list.substr(0, comma);
+    while (!name.empty() && name.front() == ' ') name.remove_prefix(1);
+    while (!name.empty() && name.back() == ' ') name.remove_suffix(1);
+    if (name == "cooperative-sticky") return true;
+    if (comma == std::string_view::npos) break;
+    list.remove_prefix(comma + 1);
+  }
+  return false;
+}
+
 }  // namespace
 
 KafkaInboxSource::KafkaInboxSource(KafkaInboxOptions options, Logger& logger)
@@ -90,6 +112,7 @@ KafkaInboxSource::KafkaInboxSource(KafkaInboxOptions options, Logger& logger)
   set(conf, "enable.auto.offset.store", "false");
   set(conf, "enable.auto.commit", "true");
   set(conf, "auto.commit.interval.ms", std::to_string(options_.commit_interval.count()));
+  cooperative_ = lists_cooperative(conf);
   rd_kafka_conf_set_opaque(conf, this);
   rd_kafka_conf_set_rebalance_cb(conf, &KafkaInboxCallbacks::rebalance);
   rd_kafka_conf_set_offset_commit_cb(conf, &KafkaInboxCallbacks::committed);

@@ -44,6 +44,9 @@ class KafkaInboxSource final : public InboxSource {
 
   [[nodiscard]] std::size_t assigned() const { return assigned_.load(); }
   [[nodiscard]] std::uint64_t commit_failures() const { return commit_failures_.load(); }
+  // The group's rebalance protocol, from partition.assignment.strategy (librdkafka refuses a
+  // mix): cooperative-sticky is incremental, the others revoke everything on each rebalance.
+  [[nodiscard]] bool cooperative() const { return cooperative_; }
 
  private:
   friend struct KafkaInboxCallbacks;  // librdkafka's C callbacks, in the .cpp
@@ -55,6 +58,7 @@ class KafkaInboxSource final : public InboxSource {
   std::atomic<std::size_t> assigned_{0};
   std::atomic<std::uint64_t> commit_failures_{0};
   bool closed_ = false;
+  bool cooperative_ = false;
 };
 
 }  // namespace outbox::relay::kafka

@@ -10,6 +10,8 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <atomic>
+#include <cstdlib>
 #include <filesystem>
 #include <map>
 #include <random>
@@ -230,6 +232,87 @@ TEST_CASE("inbox sidecars: two in one group under a stream, rebalances, one SIGK
   CHECK(landed() == kEvents);
   CHECK(scalar(url, "SELECT count(DISTINCT event_id) FROM inbox_events") == kEvents);
   CHECK(out_of_order(url, "ledger") == 0);
+}
+
+// SIGTERM while the group rebalances: members join and leave at seeded moments, each one
+// stopped while another is joining (its commit then meets "rebalance in progress"). Every
+// stop must exit 0, and no committed offset may pass a message missing from the inbox.
+TEST_CASE("inbox sidecars: SIGTERM in the middle of rebalances exits 0 and commits nothing unlanded",
+          "[e2e][inbox]") {
+  const auto seed = [] {
+    if (const char* s = std::getenv("OUTBOX_TEST_SEED"); s != nullptr && *s != '\0')
+      return static_cast<unsigned>(std::strtoul(s, nullptr, 10));
+    return static_cast<unsigned>(std::random_device{}());
+  }();
+  const int rounds = [] {
+    const char* s = std::getenv("OUTBOX_TEST_ROUNDS");
+    return s != nullptr && *s != '\0' ? std::max(1, std::atoi(s)) : 6;
+  }();
+  INFO("seed " << seed << " (replay: OUTBOX_TEST_SEED=" << seed << ")");
+  std::mt19937 rng(seed);
+  const auto url = fresh_database();
+  MockKafka kafka(1);
+  kafka.create_topic("churn", 6);
+  kafka.create_topic("churn.more", 6);
+  auto env = sidecar_env(url, kafka.bootstrap(), "churn,churn.more", "churn");
+  env["OUTBOX_RELAY_INBOX_COMMIT_INTERVAL_MS"] = "600000";  // commits only on revokes and stops
+  env["OUTBOX_RELAY_INBOX_CONSUMER_PROPERTY_SESSION_TIMEOUT_MS"] = "6000";
+  env["OUTBOX_RELAY_INBOX_CONSUMER_PROPERTY_HEARTBEAT_INTERVAL_MS"] = "300";
+  env["OUTBOX_RELAY_INBOX_BATCH_SIZE"] = "50";
+  std::atomic<int> sent{0};
+  std::jthread stream([&](std::stop_token halt) {
+    Producer p(kafka.bootstrap());
+    for (int i = 0; i < 20'000 && !halt.stop_requested(); ++i) {
+      p.send(i % 2 == 0 ? "churn" : "churn.more", "k-" + std::to_string(i % 31), "v", {{"id", "c-" + std::to_string(i)}});
+      sent = i + 1;
+      if (i % 20 == 19) std::this_thread::sleep_for(10ms);
+    }
+    p.flush();
+  });
+  auto landed = [&] { return scalar(url, "SELECT count(*) FROM inbox_events"); };
+  auto older = sidecar(env, "churn-0");
+  REQUIRE(eventually([&] { return landed() > 0; }, 60s));
+  for (int r = 1; r <= rounds; ++r) {
+    auto newer = sidecar(env, "churn-" + std::to_string(r));
+    // The newcomer's JoinGroup starts a rebalance within a few hundred ms of its start.
+    std::this_thread::sleep_for(std::chrono::milliseconds(std::uniform_int_distribution<int>(50, 900)(rng)));
+    // Half the rounds stop both at once, the newcomer before it was ever assigned anything.
+    const bool both = std::uniform_int_distribution<int>(0, 1)(rng) == 1;
+    older->signal(SIGTERM);
+    if (both) newer->signal(SIGTERM);
+    for (auto* s : both ? std::vector<ChildProcess*>{older.get(), newer.get()} : std::vector<ChildProcess*>{older.get()}) {
+      const auto code = s->wait(40s);
+      INFO("round " << r << (both ? " (both stopped)" : "") << ": " << s->output());
+      REQUIRE(code == std::optional<int>(0));
+    }
+    if (!both) {
+      older = std::move(newer);
+      continue;
+    }
+    const auto before = landed();
+    older = sidecar(env, "churn-again-" + std::to_string(r));
+    REQUIRE(eventually([&] { return landed() > before || landed() >= sent; }, 60s));  // consuming again
+  }
+  stream.request_stop();
+  stream.join();
+  REQUIRE(eventually([&] { return landed() >= sent; }, 120s));
+  older->signal(SIGTERM);
+  const auto code = older->wait(40s);
+  INFO(older->output());
+  REQUIRE(code == std::optional<int>(0));
+  CHECK(scalar(url, "SELECT count(DISTINCT event_id) FROM inbox_events") == sent);
+  CHECK(out_of_order(url, "churn") == 0);
+  // Below each committed offset, every message of the partition is in the inbox.
+  pqxx::connection c(url);
+  pqxx::nontransaction tx(c);
+  for (const std::string topic : {"churn", "churn.more"})
+    for (const auto& [p, o] : committed(kafka.bootstrap(), "outbox-inbox-churn", topic, 6)) {
+      if (o < 0) continue;
+      INFO(topic << " partition " << p << " committed at " << o);
+      CHECK(tx.exec_params("SELECT count(DISTINCT \"offset\") FROM inbox_events WHERE topic = $1 AND partition = $2 "
+                           "AND \"offset\" < $3",
+                           topic, p, o)[0][0].as<long>() == o);
+    }
 }
 
 TEST_CASE("the whole path: producer, relay, Kafka, inbox sidecar, Python and Node workers, duplicates forced at each hop",
