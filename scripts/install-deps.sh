@@ -10,6 +10,7 @@ packages=(
   postgresql postgresql-client kcat util-linux procps
   systemd binutils
   python3 python3-psycopg2 nodejs
+  libnats-dev nats-server
 )
 
 missing=()
