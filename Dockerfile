@@ -3,7 +3,7 @@
 FROM debian:bookworm AS build
 RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
       build-essential cmake ninja-build pkg-config libpqxx-dev libpq-dev librdkafka-dev libboost-dev \
-      libyaml-cpp-dev libcli11-dev nlohmann-json3-dev catch2 \
+      libyaml-cpp-dev libcli11-dev nlohmann-json3-dev catch2 libnats-dev \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
@@ -13,7 +13,7 @@ RUN cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release -DOUTBOX_BUILD_TESTS
 
 FROM debian:bookworm-slim
 RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-      libpqxx-6.4 libpq5 librdkafka1 libyaml-cpp0.7 ca-certificates \
+      libpqxx-6.4 libpq5 librdkafka1 libnats3.4 libyaml-cpp0.7 ca-certificates \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin outbox-relay
 COPY --from=build /src/build/relay/outbox-relay /usr/local/bin/outbox-relay

@@ -18,6 +18,7 @@
 #include "relay/core/readiness.hpp"
 #include "relay/core/runner.hpp"
 #include "relay/kafka/kafka_publisher.hpp"
+#include "relay/nats/nats_publisher.hpp"
 #include "relay/pg/pg_conninfo.hpp"
 #include "relay/pg/pg_lease_store.hpp"
 #include "relay/pg/pg_outbox_store.hpp"
@@ -62,7 +63,14 @@ int run_relay(const config::Config& c, Logger& logger) {
     LeaseStats lease_stats;
     SteadyClock clock;
     std::atomic<std::uint64_t> retention_deleted{0};
-    kafka::KafkaPublisher publisher(s.kafka, logger);
+    // The broker (sink.type).
+    std::unique_ptr<kafka::KafkaPublisher> kafka_publisher;
+    std::unique_ptr<nats::NatsPublisher> nats_publisher;
+    if (s.sink == config::SinkType::kafka)
+      kafka_publisher = std::make_unique<kafka::KafkaPublisher>(s.kafka, logger);
+    else
+      nats_publisher = std::make_unique<nats::NatsPublisher>(s.nats, logger);
+    Publisher& publisher = kafka_publisher ? static_cast<Publisher&>(*kafka_publisher) : *nats_publisher;
     // The gauges read from the database come from a snapshot refreshed on a thread of its own:
     // a scrape never waits on the database, nor does a probe queued behind it.
     auto status_reader = std::make_shared<pg::PgStatus>(s.status_conninfo, s.schema);
@@ -97,7 +105,7 @@ int run_relay(const config::Config& c, Logger& logger) {
         }
         if (auto last = lease_stats.last_renewal_ns.load())
           in.lease_renewal_age_s = std::chrono::duration<double>(clock.now().time_since_epoch() - std::chrono::nanoseconds(last)).count();
-        in.producer_restarts = publisher.restarts();
+        if (kafka_publisher) in.producer_restarts = kafka_publisher->restarts();
         in.retention_deleted = retention_deleted;
         in.http_refused = loop.http_refused();
         return {200, "text/plain; version=0.0.4; charset=utf-8", render_metrics(in)};
@@ -176,7 +184,8 @@ int run_relay(const config::Config& c, Logger& logger) {
       wakeup->set_listening(false);
     } catch (const TransientError&) {
     }
-    publisher.close();
+    if (kafka_publisher) kafka_publisher->close();
+    nats_publisher.reset();  // its destructor closes the connection
     logger.log(LogLevel::info, "stopped",
                {{"published_total", std::to_string(stats.published_total.load())},
                 {"clean", exit == RunnerExit::stopped ? "true" : "false"}});

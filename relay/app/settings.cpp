@@ -52,9 +52,15 @@ DaemonSettings daemon_settings(const config::Config& c) {
   s.store.mark_mode = c.relay.mark_mode == config::MarkMode::remove ? pg::MarkMode::remove : pg::MarkMode::update;
   s.retention_every = std::chrono::seconds(c.retention.interval_s);
 
-  // Kafka: the broker list and every pass-through property, checked here and only here.
+  // The broker: Kafka's list and every pass-through property, or NATS's URLs, checked here
+  // and only here.
+  s.sink = c.sink.type;
+  const bool to_kafka = c.sink.type == config::SinkType::kafka;
   try {
-    kafka::check_brokers(c.kafka.brokers);
+    if (to_kafka)
+      kafka::check_brokers(c.kafka.brokers);
+    else
+      nats::check_urls(c.nats.url);
   } catch (const ConfigError& e) {
     errors.emplace_back(e.what());
   }
@@ -67,15 +73,35 @@ DaemonSettings daemon_settings(const config::Config& c) {
     errors.emplace_back(e.what());
   }
   s.kafka = {c.kafka.brokers, milliseconds(c.kafka.delivery_timeout_ms), c.kafka.client_id, c.kafka.properties};
+  s.nats.url = c.nats.url;
+  s.nats.name = c.nats.name;
+  s.nats.ack_timeout = milliseconds(c.nats.ack_timeout_ms);
+  s.nats.connect_timeout = milliseconds(c.nats.connect_timeout_ms);
+  s.nats.id_header = c.message.id_header;
+  s.nats.key_header = c.nats.key_header;
+  s.nats.credentials_file = c.nats.credentials_file;
+  s.nats.user = c.nats.user;
+  s.nats.password = c.nats.password;
+  s.nats.token = c.nats.token;
 
   // The core.
   MessageOptions m;
-  m.topic_template = c.kafka.topic_template;
+  m.topic_template = to_kafka ? c.kafka.topic_template : c.nats.subject_template;
+  if (!to_kafka) {
+    m.template_setting = "nats.subject_template";
+    m.destination = "NATS subject";
+    m.kafka_names = false;
+  }
   m.row_topic_pattern = c.kafka.row_topic_pattern;
   m.id_header = c.message.id_header;
   m.event_type_header = c.message.event_type_header;
   try {
     s.messages.emplace(m);
+    // On NATS the relay writes two more headers of its own: a row may not carry them.
+    if (!to_kafka) {
+      s.messages->reserve(c.nats.key_header, "nats.key_header");
+      s.messages->reserve(s.nats.null_payload_header, "the NATS null payload header");
+    }
   } catch (const ConfigError& e) {
     errors.emplace_back(e.what());
   }
@@ -108,10 +134,13 @@ DaemonSettings daemon_settings(const config::Config& c) {
     errors.emplace_back(e.what());
   }
   s.ready_window = std::max(milliseconds(10'000), 3 * milliseconds(c.relay.poll_interval_ms));
-  s.stall_limit = milliseconds(c.kafka.delivery_timeout_ms) + milliseconds(c.database.statement_timeout_ms) +
-                  std::chrono::seconds(10);
-  s.summary = {c.kafka.brokers, std::to_string(c.relay.batch_size), config::name_of(c.relay.wakeup),
-               config::name_of(c.relay.mark_mode)};
+  // One step's longest legitimate wait: the broker's outcome bound (NATS: an acknowledgement
+  // timeout, then libnats's guard) plus a statement.
+  const auto broker_bound = to_kafka ? milliseconds(c.kafka.delivery_timeout_ms)
+                                     : 2 * milliseconds(c.nats.ack_timeout_ms) + std::chrono::seconds(5);
+  s.stall_limit = broker_bound + milliseconds(c.database.statement_timeout_ms) + std::chrono::seconds(10);
+  s.summary = {to_kafka ? c.kafka.brokers : c.nats.url, std::to_string(c.relay.batch_size),
+               config::name_of(c.relay.wakeup), config::name_of(c.relay.mark_mode)};
   if (!errors.empty()) {
     std::string msg = "invalid configuration:";
     for (const auto& e : errors) msg += "\n  " + e;

@@ -18,6 +18,7 @@
 #include "relay/core/relay.hpp"
 #include "relay/core/runner.hpp"
 #include "relay/kafka/kafka_publisher.hpp"
+#include "relay/nats/nats_publisher.hpp"
 #include "relay/pg/connection_settings.hpp"
 #include "relay/pg/pg_outbox_store.hpp"
 #include "relay/pg/pg_retention.hpp"
@@ -34,7 +35,9 @@ struct DaemonSettings {
   std::string wakeup_conninfo;  // empty: poll instead of LISTEN
   std::optional<pg::RetentionOptions> retention;  // nullopt: no retention pass
   std::chrono::seconds retention_every{60};
-  kafka::KafkaOptions kafka;
+  config::SinkType sink = config::SinkType::kafka;
+  kafka::KafkaOptions kafka;  // sink.type kafka
+  nats::NatsOptions nats;     // sink.type nats
   std::optional<MessageBuilder> messages;  // always set once checked
   RelayOptions relay;
   RunnerOptions runner;

@@ -24,6 +24,28 @@ struct KafkaConfig {
   std::map<std::string, std::string> properties;  // raw librdkafka properties
 };
 
+// Where the relay publishes: the choices in the order of their names (sink.type).
+enum class SinkType { kafka, nats };
+[[nodiscard]] inline const char* name_of(SinkType t) { return t == SinkType::kafka ? "kafka" : "nats"; }
+
+struct SinkConfig {
+  SinkType type = SinkType::kafka;
+};
+
+// NATS JetStream (sink.type: nats): publishes acknowledged by a stream, never core NATS.
+struct NatsConfig {
+  std::string url = "nats://127.0.0.1:4222";  // comma-separated server URLs
+  std::string name = "outbox-relay";
+  std::string subject_template = "outbox.event.${aggregate_type}";
+  int ack_timeout_ms = 5'000;
+  int connect_timeout_ms = 2'000;
+  std::string key_header = "key";
+  std::string credentials_file;
+  std::string user;
+  std::string password;
+  std::string token;
+};
+
 struct MessageConfig {
   std::string id_header = "id";
   std::string event_type_header = "eventType";
@@ -99,7 +121,9 @@ struct LogConfig {
 
 struct Config {
   DatabaseConfig database;
+  SinkConfig sink;
   KafkaConfig kafka;
+  NatsConfig nats;
   MessageConfig message;
   RelaySettings relay;
   RetentionConfig retention;

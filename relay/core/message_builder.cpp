@@ -45,21 +45,20 @@ MessageBuilder::MessageBuilder(MessageOptions options) : options_(std::move(opti
     if (open > pos) parts_.push_back({true, t.substr(pos, open - pos)});
     auto close = t.find('}', open);
     if (close == std::string::npos)
-      throw ConfigError("kafka.topic_template: unterminated placeholder in \"" + t + "\"");
+      throw ConfigError(options_.template_setting + ": unterminated placeholder in \"" + t + "\"");
     std::string name = t.substr(open + 2, close - open - 2);
     const auto& known = placeholders();
     if (std::find(known.begin(), known.end(), name) == known.end())
-      throw ConfigError("kafka.topic_template: unknown placeholder ${" + name +
+      throw ConfigError(options_.template_setting + ": unknown placeholder ${" + name +
                         "} (known: ${aggregate_type}, ${event_type})");
     parts_.push_back({false, name});
     pos = close + 1;
   }
-  if (parts_.empty()) throw ConfigError("kafka.topic_template: must not be empty");
+  if (parts_.empty()) throw ConfigError(options_.template_setting + ": must not be empty");
   for (const auto& p : parts_) {
     if (p.literal && !std::all_of(p.text.begin(), p.text.end(), topic_char))
-      throw ConfigError("kafka.topic_template: \"" + t +
-                          "\" contains characters Kafka does not allow in topic names "
-                          "(allowed: a-z A-Z 0-9 . _ -)");
+      throw ConfigError(options_.template_setting + ": \"" + t + "\" contains characters not allowed in " +
+                        options_.destination + " names (allowed: a-z A-Z 0-9 . _ -)");
   }
   if (!options_.row_topic_pattern.empty()) {
     try {
@@ -74,8 +73,8 @@ MessageBuilder::MessageBuilder(MessageOptions options) : options_(std::move(opti
     throw ConfigError("message.event_type_header: must not contain control characters");
   reserved_.emplace_back(options_.id_header, "message.id_header");
   if (!options_.event_type_header.empty()) reserve(options_.event_type_header, "message.event_type_header");
-  if (!parts_.empty() && parts_.front().literal && internal_topic_name(parts_.front().text))
-    throw ConfigError("kafka.topic_template: \"" + t + "\" starts with \"__\", which Kafka keeps for its internal topics");
+  if (options_.kafka_names && !parts_.empty() && parts_.front().literal && internal_topic_name(parts_.front().text))
+    throw ConfigError(options_.template_setting + ": \"" + t + "\" starts with \"__\", which Kafka keeps for its internal topics");
 }
 
 void MessageBuilder::reserve(const std::string& name, const std::string& setting) {
@@ -105,8 +104,8 @@ std::variant<Message, BadRow> MessageBuilder::build(const OutboxEvent& e) const 
     }
   }
   if (!valid_topic_name(m.topic))
-    return BadRow{"topic \"" + m.topic + "\" is not a valid Kafka topic name"};
-  if (internal_topic_name(m.topic))
+    return BadRow{"topic \"" + m.topic + "\" is not a valid " + options_.destination + " name (1 to 249 of a-z A-Z 0-9 . _ -)"};
+  if (options_.kafka_names && internal_topic_name(m.topic))
     return BadRow{"topic \"" + m.topic + "\" starts with \"__\", which Kafka keeps for its internal topics"};
   const std::size_t own = reserved_.size();
   if (e.headers.size() + own > options_.max_headers)

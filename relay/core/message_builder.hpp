@@ -20,6 +20,11 @@ struct MessageOptions {
   std::string event_type_header = "eventType";  // empty: no event type header
   // A row's own topic must match this (ECMAScript regex, whole name); empty: any valid name.
   std::string row_topic_pattern;
+  // The broker's words in errors: the template's setting and what a topic is called there;
+  // kafka_names also refuses Kafka's internal "__" names.
+  std::string template_setting = "kafka.topic_template";
+  std::string destination = "Kafka topic";
+  bool kafka_names = true;
   std::size_t max_headers = 64;
   std::size_t max_header_bytes = 16 * 1024;  // key + value, per header
 };

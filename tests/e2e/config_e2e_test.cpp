@@ -140,3 +140,30 @@ TEST_CASE("check-config refuses with exit 78 whatever run refuses, naming the sa
   CHECK(dir.code == 78);
   CHECK_THAT(dir.output, Catch::Contains("is a directory"));
 }
+
+TEST_CASE("sink.type nats: no kafka.brokers needed, nats.url and the NATS headers checked by check-config and run",
+          "[e2e][config]") {
+  const std::map<std::string, std::string> base{{"OUTBOX_RELAY_DATABASE_URL", "postgresql://relay@127.0.0.1:1/app"},
+                                                {"OUTBOX_RELAY_SINK_TYPE", "nats"},
+                                                {"OUTBOX_RELAY_HTTP_LISTEN", ""}};
+  CHECK(outbox::test::cli::cli("", {"check-config"}, base).code == 0);
+  CHECK(outbox::test::cli::cli("", {"check-config", "--set", "nats.url=nats://a:4222, tls://b:4223"}, base).code == 0);
+  const std::vector<std::pair<std::string, std::string>> bad{
+      {"nats.url", ""},
+      {"nats.url", "http://127.0.0.1:4222"},
+      {"nats.url", "nats://127.0.0.1:4222,"},
+      {"nats.url", "127.0.0.1:4222"},
+      {"nats.key_header", "id"},          // the event id's header
+      {"nats.key_header", "eventType"},   // the event type's
+      {"nats.subject_template", "outbox.${nope}"},
+      {"sink.type", "rabbitmq"},
+  };
+  for (const auto& [key, value] : bad) {
+    CAPTURE(key, value);
+    for (const std::string command : {"check-config", "run"}) {
+      auto r = outbox::test::cli::cli("", {command, "--set", key + "=" + value}, base);
+      CHECK(r.code == 78);
+      CHECK_THAT(r.output, Catch::Contains(key));
+    }
+  }
+}

@@ -1,0 +1,108 @@
+// The relay with sink.type nats, end to end: the real binary, a throwaway PostgreSQL and the
+// real nats-server with JetStream, read back from the stream in stream order.
+#include <catch2/catch.hpp>
+
+#include <signal.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <map>
+
+#include "tests/e2e/child_process.hpp"
+#include "tests/e2e/delivery_check.hpp"
+#include "tests/integration/pg_fixture.hpp"
+#include "tests/support/nats_client.hpp"
+#include "tests/support/server_process.hpp"
+
+using namespace outbox;
+using namespace std::chrono_literals;
+
+namespace {
+
+const std::string kRelay = OUTBOX_RELAY_BINARY;
+
+std::string temp_log(const std::string& name) {
+  return (std::filesystem::temp_directory_path() / ("outbox-nats-e2e-" + std::to_string(::getpid()) + "-" + name + ".log"))
+      .string();
+}
+
+std::map<std::string, std::string> nats_env(const std::string& url, const std::string& nats_url) {
+  return {{"OUTBOX_RELAY_DATABASE_URL", url},
+          {"OUTBOX_RELAY_SINK_TYPE", "nats"},
+          {"OUTBOX_RELAY_NATS_URL", nats_url},
+          {"OUTBOX_RELAY_RELAY_BATCH_SIZE", "500"},
+          {"OUTBOX_RELAY_LOG_FORMAT", "text"},
+          {"OUTBOX_RELAY_HTTP_LISTEN", ""}};
+}
+
+// The stream's messages as the delivery check reads them: subject as topic, the key header
+// as key, every header.
+std::vector<test::ConsumedMessage> as_consumed(const std::vector<test::StreamMessage>& stored) {
+  std::vector<test::ConsumedMessage> out;
+  for (const auto& m : stored) {
+    test::ConsumedMessage c;
+    c.topic = m.subject;
+    c.offset = static_cast<std::int64_t>(m.sequence);
+    if (auto k = m.headers.find("key"); k != m.headers.end()) c.key = k->second;
+    c.value = m.data;
+    for (const auto& [name, value] : m.headers) c.headers.emplace_back(name, value);
+    out.push_back(std::move(c));
+  }
+  return out;
+}
+
+long unpublished(const std::string& url) {
+  return test::scalar(url, "SELECT count(*) FROM outbox_events WHERE published_at IS NULL");
+}
+
+}  // namespace
+
+TEST_CASE("nats: 10,000 events over 100 aggregates reach the JetStream stream in order per aggregate, SIGTERM exits 0",
+          "[e2e][nats]") {
+  auto url = test::fresh_database();
+  test::NatsServer server;
+  test::NatsClient client(server.url());
+  client.add_stream("OUTBOX", {"outbox.event.>"});
+  test::insert_events(url, 5000, 100);
+  test::ChildProcess relay(kRelay, {"run"}, nats_env(url, server.url()), temp_log("drain"));
+  test::insert_events(url, 5000, 100);  // more arrive while it runs
+  const bool drained = test::eventually([&] { return unpublished(url) == 0; }, 120s);
+  INFO(relay.output());
+  REQUIRE(drained);
+  relay.signal(SIGTERM);
+  CHECK(relay.wait(30s) == std::optional<int>(0));
+
+  const auto stored = client.read_all("OUTBOX");
+  const auto v = test::check_deliveries(url, as_consumed(stored));
+  CHECK(v.distinct == 10000);
+  CHECK(v.missing == 0);
+  CHECK(v.duplicates == 0);
+  INFO(v.first_problem);
+  CHECK(v.ordered());
+  CHECK(stored.size() == 10000);
+  for (const auto& m : stored) REQUIRE(m.headers.at("Nats-Msg-Id") == m.headers.at("id"));
+}
+
+TEST_CASE("nats: a row whose subject no stream captures is dead-lettered with the reason, the rest published",
+          "[e2e][nats]") {
+  auto url = test::fresh_database();
+  test::NatsServer server;
+  test::NatsClient client(server.url());
+  client.add_stream("OUTBOX", {"outbox.event.order"});  // captures orders only
+  test::insert_events(url, 200, 10);
+  test::insert_events(url, 3, 3, "invoice");  // outbox.event.invoice: no stream (3 aggregates: none waits)
+  auto env = nats_env(url, server.url());
+  env["OUTBOX_RELAY_RELAY_MAX_ATTEMPTS"] = "1";
+  test::ChildProcess relay(kRelay, {"run"}, env, temp_log("nostream"));
+  const bool settled = test::eventually([&] {
+    return test::scalar(url, "SELECT count(*) FROM outbox_events WHERE published_at IS NOT NULL") == 200 &&
+           test::scalar(url, "SELECT count(*) FROM outbox_events WHERE dead_lettered_at IS NOT NULL") == 3;
+  }, 60s);
+  INFO(relay.output());
+  REQUIRE(settled);
+  CHECK(test::scalar(url, "SELECT count(*) FROM outbox_events WHERE aggregate_type = 'invoice' AND last_error LIKE "
+                          "'%no JetStream stream captures subject outbox.event.invoice%'") == 3);
+  CHECK(client.count("OUTBOX") == 200);
+  relay.signal(SIGTERM);
+  CHECK(relay.wait(30s) == std::optional<int>(0));
+}
