@@ -23,13 +23,18 @@
 #include "relay/core/relay.hpp"
 #include "relay/core/runner.hpp"
 #include "relay/kafka/kafka_publisher.hpp"
+#include "relay/nats/nats_publisher.hpp"
 #include "relay/pg/pg_migrator.hpp"
 #include "relay/pg/pg_outbox_store.hpp"
 #include "relay/pg/pg_wakeup.hpp"
 #include "tests/bench/bench_instances.hpp"
 #include "tests/e2e/child_process.hpp"
 #include "tests/e2e/delivery_check.hpp"
+#include "tests/support/nats_client.hpp"
 #include "tests/support/pg_cluster.hpp"
+#include "tests/support/server_process.hpp"
+
+#include <nats/nats.h>
 
 using namespace outbox;
 using namespace outbox::relay;
@@ -160,6 +165,42 @@ DrainResult sql_only(const std::string& url, long rows, std::size_t batch, pg::M
   return meter.finish(static_cast<std::uint64_t>(done), rows);
 }
 
+// NATS JetStream's own ceiling with the relay's client library: `rows` messages of the same
+// size and subject, published asynchronously with nothing held back (no per-key order), each
+// acknowledged by the stream; no database.
+DrainResult nats_ceiling(const std::string& url, const std::string& nats_url, long rows, int payload) {
+  natsConnection* nc = nullptr;
+  jsCtx* js = nullptr;
+  natsOptions* o = nullptr;
+  natsOptions_Create(&o);
+  natsOptions_SetURL(o, nats_url.c_str());
+  if (natsConnection_Connect(&nc, o) != NATS_OK) throw std::runtime_error("nats ceiling: cannot connect");
+  natsOptions_Destroy(o);
+  jsOptions jo;
+  jsOptions_Init(&jo);
+  jo.PublishAsync.MaxPending = 1 << 20;
+  natsConnection_JetStream(&js, nc, &jo);
+  const std::string data(static_cast<std::size_t>(payload), 'x');
+  Meter meter(url);
+  for (long i = 0; i < rows; ++i) {
+    natsMsg* m = nullptr;
+    natsMsg_Create(&m, "outbox.event.order", nullptr, data.data(), payload);
+    const auto id = "c-" + std::to_string(i);
+    natsMsgHeader_Set(m, "Nats-Msg-Id", id.c_str());
+    natsMsgHeader_Set(m, "key", ("agg-" + std::to_string(i % 1000)).c_str());
+    if (js_PublishMsgAsync(js, &m, nullptr) != NATS_OK) natsMsg_Destroy(m);
+  }
+  jsPubOptions po;
+  jsPubOptions_Init(&po);
+  po.MaxWait = 60'000;
+  const auto s = js_PublishAsyncComplete(js, &po);
+  auto d = meter.finish(static_cast<std::uint64_t>(rows), rows);
+  if (s != NATS_OK) std::cerr << "nats ceiling: not every publish was acknowledged: " << natsStatus_GetText(s) << "\n";
+  jsCtx_Destroy(js);
+  natsConnection_Destroy(nc);
+  return d;
+}
+
 struct InstanceShare {
   std::string id;
   std::size_t lanes = 0;
@@ -283,6 +324,9 @@ int main(int argc, char** argv) {
   cli.add_option("--latency-events", latency_events, "Events for the wake-up latency runs (0 skips)");
   cli.add_option("--mark-mode", mark, "update or delete")->check(CLI::IsMember({"update", "delete"}));
   cli.add_option("--kafka-property", kafka_props, "librdkafka property name=value for the relay (repeatable)");
+  bool with_nats = false;
+  cli.add_flag("--nats", with_nats,
+               "Also drain to NATS JetStream (nats-server started here, file storage) next to its libnats ceiling");
   CLI11_PARSE(cli, argc, argv);
   std::map<std::string, std::string> props;
   for (const auto& p : kafka_props)
@@ -328,6 +372,35 @@ int main(int argc, char** argv) {
   std::sort(ratios.begin(), ratios.end());
   std::printf("ratio relay->Kafka / SQL ceiling: median %.2f (min %.2f, max %.2f)\n", ratios[ratios.size() / 2],
               ratios.front(), ratios.back());
+
+  if (with_nats) {
+    test::NatsServer server;
+    test::NatsClient client(server.url());
+    nats::NatsOptions no;
+    no.url = server.url();
+    nats::NatsPublisher nats_publisher(no, log);
+    std::printf("\nNATS JetStream (nats-server 2.9, one R1 file stream, this host): the relay's drain next to the\n"
+                "libnats publish ceiling (same message size, every publish acknowledged, nothing held back)\n");
+    print_header("round");
+    std::vector<double> nats_ratios;
+    for (int round = 1; round <= rounds; ++round) {
+      client.add_stream("OUTBOX", {"outbox.event.>"});
+      auto ceiling = nats_ceiling(url, server.url(), rows, payload);
+      client.delete_stream("OUTBOX");
+      client.add_stream("OUTBOX", {"outbox.event.>"});
+      prefill(url, rows, aggregates, payload);
+      auto relay = drain(url, nats_publisher, rows, batch, mode);
+      if (const auto stored = client.count("OUTBOX"); stored != static_cast<std::uint64_t>(rows))
+        std::cerr << "warning: the stream holds " << stored << " of " << rows << "\n";
+      client.delete_stream("OUTBOX");
+      print_run(std::to_string(round), "NATS ceiling (libnats)", ceiling);
+      print_run(std::to_string(round), "relay -> NATS JetStream", relay);
+      nats_ratios.push_back(relay.rate / ceiling.rate);
+    }
+    std::sort(nats_ratios.begin(), nats_ratios.end());
+    std::printf("ratio relay->NATS / NATS ceiling: median %.2f (min %.2f, max %.2f)\n", nats_ratios[nats_ratios.size() / 2],
+                nats_ratios.front(), nats_ratios.back());
+  }
 
   if (instances > 1) {
     std::printf("\n1 versus %d relay instances on one outbox, %ld rows each: in-process instances, each with its own\n"
