@@ -64,6 +64,19 @@ DaemonSettings daemon_settings(const config::Config& c) {
   } catch (const ConfigError& e) {
     errors.emplace_back(e.what());
   }
+  if (!to_kafka)
+    for (const auto& [name, setting] :
+         std::vector<std::pair<std::string, std::string>>{{c.message.id_header, "message.id_header"},
+                                                          {c.message.event_type_header, "message.event_type_header"},
+                                                          {c.message.publisher_header, "message.publisher_header"},
+                                                          {c.nats.key_header, "nats.key_header"}}) {
+      if (name.empty() && setting != "message.id_header" && setting != "nats.key_header") continue;
+      try {
+        nats::check_header_name(name, setting);
+      } catch (const ConfigError& e) {
+        errors.emplace_back(e.what());
+      }
+    }
   try {
     kafka::check_properties(c.kafka.properties);
     // A payload the producer would refuse (message.max.bytes) is a bad row before it is read.

@@ -16,12 +16,19 @@ using Clock = std::chrono::steady_clock;
 
 std::string text_of(natsStatus s) { return std::string("NATS ") + natsStatus_GetText(s); }
 
-bool starts_with_nats(const std::string& name) {
-  static constexpr std::string_view kPrefix = "nats-";
-  if (name.size() < kPrefix.size()) return false;
-  for (std::size_t i = 0; i < kPrefix.size(); ++i)
-    if (std::tolower(static_cast<unsigned char>(name[i])) != kPrefix[i]) return false;
-  return true;
+// Anywhere in a header name, "nats-" is the server's (a row's "X-Nats-Msg-Id" could be
+// mistaken for the real one by a header scan).
+bool has_nats_part(const std::string& name) {
+  std::string lower(name);
+  for (auto& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return lower.find("nats-") != std::string::npos;
+}
+
+// A value spelling out a JetStream header line.
+bool has_nats_line(const std::string& value) {
+  std::string lower(value);
+  for (auto& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return lower.find("nats-msg-id:") != std::string::npos || lower.find("nats-expected-") != std::string::npos;
 }
 
 bool same_name(const std::string& a, const std::string& b) {
@@ -80,6 +87,14 @@ void check_urls(const std::string& urls) {
   }
 }
 
+void check_header_name(const std::string& name, const std::string& setting) {
+  if (has_nats_part(name) || same_name(name, "Status") || same_name(name, "Description"))
+    throw ConfigError(setting + ": \"" + name + "\" is a header NATS itself reads (Nats-..., Status, Description); "
+                      "pick another name");
+  if (!header_name_ok(name))
+    throw ConfigError(setting + ": \"" + name + "\" is not a NATS header name (printable ASCII, no ':' or spaces)");
+}
+
 NatsPublisher::NatsPublisher(NatsOptions options, Logger& logger) : options_(std::move(options)), logger_(logger) {
   natsOptions* opts = nullptr;
   if (natsOptions_Create(&opts) != NATS_OK) throw ConfigError("nats: cannot create connection options");
@@ -98,12 +113,16 @@ NatsPublisher::NatsPublisher(NatsOptions options, Logger& logger) : options_(std
   // Down at start is a broker outage like any other: connect in the background, and what is
   // published meanwhile times out (transient) unless the server comes back in time.
   // (With a callback, or libnats would block here until it connects.)
+  gate_ = new Gate{};
+  gate_->self = this;
   check(natsOptions_SetRetryOnFailedConnect(
             opts, true,
             [](natsConnection*, void* closure) {
-              static_cast<NatsPublisher*>(closure)->logger_.log(LogLevel::info, "nats_connected", {});
+              auto* gate = static_cast<Gate*>(closure);
+              std::lock_guard lock(gate->mutex);
+              if (gate->self != nullptr) gate->self->logger_.log(LogLevel::info, "nats_connected", {});
             },
-            this),
+            gate_),
         "nats: retry on failed connect");
   if (!options_.credentials_file.empty())
     check(natsOptions_SetUserCredentialsFromFiles(opts, options_.credentials_file.c_str(), nullptr),
@@ -121,7 +140,7 @@ NatsPublisher::NatsPublisher(NatsOptions options, Logger& logger) : options_(std
   jo.Wait = options_.ack_timeout.count();
   jo.PublishAsync.MaxPending = 1 << 20;  // the relay bounds its batches; never stall a publish
   jo.PublishAsync.AckHandler = &NatsPublisher::on_ack;
-  jo.PublishAsync.AckHandlerClosure = this;
+  jo.PublishAsync.AckHandlerClosure = gate_;
   if (const auto j = natsConnection_JetStream(&js_, nc_, &jo); j != NATS_OK) {
     natsConnection_Destroy(nc_);
     throw ConfigError("nats: cannot create a JetStream context: " + text_of(j));
@@ -137,9 +156,13 @@ NatsPublisher::~NatsPublisher() {
     in_flight_.clear();
     ++generation_;
   }
-  // Closing stops new callbacks; one already running finishes before `this` goes.
+  // Closing stops new callbacks; one already running holds the gate, so `this` goes only
+  // after it, and one that starts later finds no publisher.
   natsConnection_Close(nc_);
-  for (int i = 0; i < 200 && callbacks_ > 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  {
+    std::lock_guard lock(gate_->mutex);
+    gate_->self = nullptr;
+  }
   jsCtx_Destroy(js_);
   natsConnection_Destroy(nc_);
 }
@@ -155,11 +178,18 @@ std::optional<DeliveryResult> NatsPublisher::refused(const Message& m) const {
     return bad("subject \"" + m.topic + "\" is not one NATS can publish to (dot-separated tokens, no spaces, no "
                "* or > wildcards, no empty token)");
   if (!header_value_ok(m.key)) return bad("the key (aggregate id) holds CR, LF or NUL: a NATS header cannot carry it");
-  std::size_t bytes = (m.value ? m.value->size() : 0) + m.key.size() + options_.key_header.size();
+  // Data, the headers the relay adds (Nats-Msg-Id, key, null payload) and the header block's
+  // framing; libnats checks the exact size again when connected.
+  std::size_t bytes = (m.value ? m.value->size() : 0) + m.key.size() + options_.key_header.size() + 96;
   for (const auto& [k, v] : m.headers) {
-    if (starts_with_nats(k))
+    if (has_nats_part(k))
       return bad("header " + k + ": NATS reserves Nats- headers (Nats-Msg-Id, Nats-Expected-*) for the server; "
                  "a row cannot set them");
+    // An empty message with a Status header is a status message to libnats consumers: they
+    // would drop it (a NULL payload is sent empty).
+    if (same_name(k, "Status") || same_name(k, "Description"))
+      return bad("header " + k + ": NATS clients read Status and Description as a server status, not an event's");
+    if (v && has_nats_line(*v)) return bad("header " + k + ": its value spells a JetStream header (Nats-...)");
     if (same_name(k, options_.key_header) || same_name(k, options_.null_payload_header))
       return bad("header " + k + " is the one the relay writes (nats.key_header or the null payload header)");
     if (!header_name_ok(k))
@@ -198,6 +228,15 @@ std::optional<DeliveryResult> NatsPublisher::send(const Message& m) {
     std::lock_guard lock(mutex_);
     generation = generation_;
     const auto index = slots_.size();
+    if (failed_keys_.contains(m.key)) {
+      // Its key already failed in this batch: sent now, it could be stored before the one
+      // that failed, which goes again later.
+      natsMsg_Destroy(msg);
+      slots_.push_back(Slot{m.key, m.topic, nullptr,
+                            DeliveryResult{DeliveryStatus::transient_failure,
+                                           "held back: an earlier message of its key failed in this batch"}});
+      return std::nullopt;
+    }
     slots_.push_back(Slot{m.key, m.topic, msg, std::nullopt});
     ++unsettled_;
     if (busy_keys_.insert(m.key).second)
@@ -215,10 +254,10 @@ void NatsPublisher::publish(std::size_t index, std::uint64_t generation) {
     std::lock_guard lock(mutex_);
     // A batch given up on (abandoned, or acknowledgements missing) is gone: its index means
     // nothing in the next one.
-    if (generation != generation_ || index >= slots_.size()) return;
+    if (generation != generation_ || index >= slots_.size() || abandoned_) return;
+    if (slots_[index].msg == nullptr) return;  // settled meanwhile
+    in_flight_[slots_[index].msg] = index;
     msg = std::exchange(slots_[index].msg, nullptr);
-    if (msg == nullptr) return;  // settled meanwhile (abandoned)
-    in_flight_[msg] = index;
   }
   jsPubOptions po;
   jsPubOptions_Init(&po);
@@ -239,14 +278,30 @@ void NatsPublisher::publish(std::size_t index, std::uint64_t generation) {
 }
 
 void NatsPublisher::on_ack(jsCtx*, natsMsg* msg, jsPubAck* pa, jsPubAckErr* pae, void* closure) {
-  auto* self = static_cast<NatsPublisher*>(closure);
-  ++self->callbacks_;
-  if (pa != nullptr)
-    self->acknowledged(msg, DeliveryResult{DeliveryStatus::delivered, {}}, pa->Duplicate, false);
-  else if (pae != nullptr)
-    self->acknowledged(msg, classify(pae->Err, pae->ErrCode, pae->ErrText), false, pae->Err == NATS_NO_RESPONDERS);
+  auto* gate = static_cast<Gate*>(closure);
+  try {
+    std::lock_guard lock(gate->mutex);
+    if (auto* self = gate->self) {
+      if (pa != nullptr && (pa->Stream == nullptr || *pa->Stream == '\0' || pa->Sequence == 0)) {
+        // libnats takes any JSON reply without an "error" for an acknowledgement; only one
+        // naming a stream and a sequence says the message was stored.
+        const char* subject = natsMsg_GetSubject(msg);
+        self->acknowledged(msg,
+                           DeliveryResult{DeliveryStatus::permanent_failure,
+                                          std::string("the reply on subject ") + (subject ? subject : "?") +
+                                              " is not a JetStream acknowledgement (no stream, no sequence): a core "
+                                              "NATS service answers there, and no stream stored the message"},
+                           false, false);
+      } else if (pa != nullptr) {
+        self->acknowledged(msg, DeliveryResult{DeliveryStatus::delivered, {}}, pa->Duplicate, false);
+      } else if (pae != nullptr) {
+        self->acknowledged(msg, classify(pae->Err, pae->ErrCode, pae->ErrText), false, pae->Err == NATS_NO_RESPONDERS);
+      }
+    }
+  } catch (...) {
+    // Nothing may unwind into libnats; the message stays unsettled and await() gives it up.
+  }
   natsMsg_Destroy(msg);
-  --self->callbacks_;
 }
 
 void NatsPublisher::acknowledged(natsMsg* msg, std::optional<DeliveryResult> result, bool duplicate,
@@ -291,6 +346,7 @@ std::optional<std::size_t> NatsPublisher::settle_locked(std::size_t index, Deliv
       waiting_.erase(queued);
     }
     busy_keys_.erase(slot.key);
+    if (!ok) failed_keys_.insert(slot.key);
   }
   changed_.notify_all();
   return next;
@@ -344,6 +400,7 @@ std::vector<DeliveryResult> NatsPublisher::await() {
   in_flight_.clear();
   waiting_.clear();
   busy_keys_.clear();
+  failed_keys_.clear();
   unsettled_ = 0;
   ++generation_;
   auto pending_checks = std::move(no_responders_);
@@ -353,10 +410,19 @@ std::vector<DeliveryResult> NatsPublisher::await() {
   lock.unlock();
 
   std::unordered_map<std::string, DeliveryResult> verdicts;
+  std::optional<DeliveryResult> unanswered;
   for (auto i : pending_checks) {
     auto [it, fresh] = verdicts.try_emplace(done[i].subject);
-    if (fresh) it->second = abandoned_ ? DeliveryResult{DeliveryStatus::transient_failure, "abandoned at shutdown"}
-                                       : no_stream_verdict(done[i].subject);
+    if (fresh) {
+      // One JetStream that does not answer is asked once per batch, not once per subject.
+      if (abandoned_)
+        it->second = DeliveryResult{DeliveryStatus::transient_failure, "abandoned at shutdown"};
+      else if (unanswered)
+        it->second = *unanswered;
+      else
+        it->second = no_stream_verdict(done[i].subject);
+      if (it->second.detail.find("JetStream did not answer") != std::string::npos) unanswered = it->second;
+    }
     done[i].result = it->second;
   }
   std::vector<DeliveryResult> out;

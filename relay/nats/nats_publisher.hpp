@@ -45,11 +45,14 @@ struct NatsOptions {
 
 // nats.url: one or more nats:// (or tls://) host:port URLs, comma-separated. Throws ConfigError.
 void check_urls(const std::string& urls);
+// A header the relay writes on NATS (`setting` names it): not one the server or its clients
+// read (Nats-..., Status, Description), and one NATS can carry. Throws ConfigError.
+void check_header_name(const std::string& name, const std::string& setting);
 
 class NatsPublisher final : public Publisher {
  public:
-  // Connects (and keeps reconnecting without end). Throws TransientError when no server
-  // answers at start, ConfigError on options libnats refuses.
+  // Connects in the background (a server down at start is an outage like any other) and
+  // reconnects without end. Throws ConfigError on options libnats refuses.
   NatsPublisher(NatsOptions options, Logger& logger);
   ~NatsPublisher() override;
   NatsPublisher(const NatsPublisher&) = delete;
@@ -61,6 +64,11 @@ class NatsPublisher final : public Publisher {
 
   // Acknowledgements the stream flagged as duplicates (Nats-Msg-Id seen in its window).
   [[nodiscard]] std::uint64_t duplicates() const { return duplicates_; }
+  // Messages of the current batch without an outcome yet (sent or held behind their key).
+  [[nodiscard]] std::size_t unsettled() const {
+    std::lock_guard lock(mutex_);
+    return unsettled_;
+  }
 
  private:
   struct Slot {
@@ -85,20 +93,26 @@ class NatsPublisher final : public Publisher {
   Logger& logger_;
   __natsConnection* nc_ = nullptr;
   __jsCtx* js_ = nullptr;
-  std::int64_t max_payload_ = 0;
+  // What libnats's callbacks reach: it outlives the publisher (never freed: a callback already
+  // dispatched when the connection closes may still run), and `self` goes null first.
+  struct Gate {
+    std::mutex mutex;
+    NatsPublisher* self = nullptr;
+  };
+  Gate* gate_ = nullptr;
 
-  std::mutex mutex_;
+  mutable std::mutex mutex_;
   std::condition_variable changed_;
   std::vector<Slot> slots_;                                     // this batch, in send order
   std::unordered_map<std::string, std::deque<std::size_t>> waiting_;  // per key, not yet sent
   std::set<std::string> busy_keys_;                             // keys with a message in flight
+  std::set<std::string> failed_keys_;  // keys with a failure in this batch: the rest stays unsent
   std::unordered_map<const __natsMsg*, std::size_t> in_flight_;  // published, not acknowledged
   std::vector<std::size_t> no_responders_;                      // to classify in await()
   std::size_t unsettled_ = 0;
   std::uint64_t generation_ = 0;  // bumped each time a batch is handed back
   std::atomic<bool> abandoned_{false};
   std::atomic<std::uint64_t> duplicates_{0};
-  std::atomic<int> callbacks_{0};  // on_ack calls running
 };
 
 }  // namespace outbox::relay::nats

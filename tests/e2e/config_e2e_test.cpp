@@ -156,6 +156,12 @@ TEST_CASE("sink.type nats: no kafka.brokers needed, nats.url and the NATS header
       {"nats.key_header", "id"},          // the event id's header
       {"nats.key_header", "eventType"},   // the event type's
       {"nats.subject_template", "outbox.${nope}"},
+      {"nats.key_header", "Nats-Msg-Id"},  // would overwrite the event id: later events dropped as duplicates
+      {"nats.key_header", "x-nats-expected-stream"},
+      {"nats.key_header", "Status"},      // libnats consumers read it as a server status
+      {"nats.key_header", "two words"},
+      {"message.id_header", "Nats-Msg-Id"},
+      {"message.publisher_header", "Description"},
       {"sink.type", "rabbitmq"},
   };
   for (const auto& [key, value] : bad) {

@@ -128,7 +128,10 @@ TEST_CASE("what NATS cannot carry, or no stream captures, fails permanently with
       message("outbox a", "k8", "8", "v"),
       message("outbox.a", "line\nbreak", "9", "v"),
       message("outbox.a", "k10", "10", std::string(2 << 20, 'x')),  // over the default max_payload (1 MB)
-      message("outbox.a", "k11", "11", "fine"),
+      message("outbox.a", "k11", "11", "v", {{"X-Nats-Msg-Id", std::string("forged")}}),
+      message("outbox.a", "k12", "12", "v", {{"status", std::string("404")}}),  // a consumer would drop it
+      message("outbox.a", "k13", "13", "v", {{"note", std::string("Nats-Msg-Id: forged")}}),
+      message("outbox.a", "k14", "14", "fine"),
   };
   const auto out = publish(publisher, batch);
   REQUIRE(out.size() == batch.size());
@@ -141,6 +144,9 @@ TEST_CASE("what NATS cannot carry, or no stream captures, fails permanently with
   CHECK_THAT(out[2].detail, Catch::Contains("NATS reserves Nats- headers"));
   CHECK_THAT(out[3].detail, Catch::Contains("CR, LF or NUL"));
   CHECK_THAT(out[9].detail, Catch::Contains("max_payload"));
+  CHECK_THAT(out[10].detail, Catch::Contains("NATS reserves Nats- headers"));
+  CHECK_THAT(out[11].detail, Catch::Contains("Status and Description"));
+  CHECK_THAT(out[12].detail, Catch::Contains("spells a JetStream header"));
   CHECK(out.back().delivered());
   CHECK(client.count("OUTBOX") == 1);  // the forged Nats-Msg-Id never reached the stream
 }
@@ -277,4 +283,43 @@ TEST_CASE("abandon() mid-batch returns at once, the unacknowledged rest transien
   }
   CHECK(delivered >= 297);  // stored ones, but the last of each key whose ack came too late
   CHECK(delivered < batch.size());
+}
+
+TEST_CASE("a reply that is not a JetStream acknowledgement (a core NATS service) is no delivery", "[nats]") {
+  test::NatsServer server;
+  test::NatsClient client(server.url());
+  client.add_stream("OUTBOX", {"outbox.>"});
+  client.respond("svc.echo", "{}");  // libnats takes "{}" for a positive acknowledgement
+  NullLogger log;
+  nats::NatsPublisher publisher(options(server), log);
+  const auto out = publish(publisher, {message("svc.echo", "k", "1", "lost if called delivered"),
+                                       message("outbox.a", "k2", "2", "stored")});
+  INFO(out[0].detail);
+  CHECK(out[0].status == DeliveryStatus::permanent_failure);
+  CHECK_THAT(out[0].detail, Catch::Contains("is not a JetStream acknowledgement"));
+  CHECK(out[1].delivered());
+}
+
+TEST_CASE("a key whose message failed sends nothing more in that batch, even what is sent after the failure came back",
+          "[nats]") {
+  test::NatsServer server;
+  test::NatsClient client(server.url());
+  client.add_stream("OUTBOX", {"outbox.>"});
+  NullLogger log;
+  nats::NatsPublisher publisher(options(server), log);
+  REQUIRE_FALSE(publisher.send(message("nowhere.a", "k", "1", "fails: no stream")).has_value());
+  REQUIRE(test::eventually([&] { return publisher.unsettled() == 0; }, 10s, 1ms));  // its failure is in
+  const auto later = publisher.send(message("outbox.a", "k", "2", "must wait for 1"));
+  CHECK_FALSE(later.has_value());
+  CHECK_FALSE(publisher.send(message("outbox.a", "other", "3", "another key")).has_value());
+  const auto out = publisher.await();
+  REQUIRE(out.size() == 3);
+  CHECK(out[0].status == DeliveryStatus::permanent_failure);
+  CHECK(out[1].status == DeliveryStatus::transient_failure);
+  CHECK_THAT(out[1].detail, Catch::Contains("held back"));
+  CHECK(out[2].delivered());
+  CHECK(client.count("OUTBOX") == 1);  // only the other key's
+  // The next batch starts clean: the key is sent again.
+  const auto next = publish(publisher, {message("outbox.a", "k", "2", "now")});
+  CHECK(next.at(0).delivered());
 }

@@ -31,6 +31,7 @@ NatsClient::NatsClient(const std::string& url) {
 }
 
 NatsClient::~NatsClient() {
+  for (auto* sub : subscriptions_) natsSubscription_Destroy(sub);
   jsCtx_Destroy(js_);
   natsConnection_Destroy(nc_);
 }
@@ -56,6 +57,22 @@ void NatsClient::add_stream(const std::string& name, const std::vector<std::stri
 void NatsClient::delete_stream(const std::string& name) {
   jsErrCode code = static_cast<jsErrCode>(0);
   check(js_DeleteStream(js_, name.c_str(), nullptr, &code), code, "delete stream " + name);
+}
+
+void NatsClient::respond(const std::string& subject, const std::string& body) {
+  bodies_.push_back(std::make_unique<std::string>(body));
+  natsSubscription* sub = nullptr;
+  check(natsConnection_Subscribe(
+            &sub, nc_, subject.c_str(),
+            [](natsConnection* nc, natsSubscription*, natsMsg* msg, void* closure) {
+              if (const char* reply = natsMsg_GetReply(msg); reply != nullptr)
+                natsConnection_PublishString(nc, reply, static_cast<std::string*>(closure)->c_str());
+              natsMsg_Destroy(msg);
+            },
+            bodies_.back().get()),
+        static_cast<jsErrCode>(0), "subscribe " + subject);
+  natsConnection_Flush(nc_);
+  subscriptions_.push_back(sub);
 }
 
 std::uint64_t NatsClient::count(const std::string& stream) {

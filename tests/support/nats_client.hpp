@@ -5,12 +5,14 @@
 #include <chrono>
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
 
 struct __natsConnection;
 struct __jsCtx;
+struct __natsSubscription;
 
 namespace outbox::test {
 
@@ -36,10 +38,14 @@ class NatsClient {
   [[nodiscard]] std::uint64_t count(const std::string& stream);
   // Every message, in stream order.
   [[nodiscard]] std::vector<StreamMessage> read_all(const std::string& stream);
+  // A core NATS service on `subject` answering every request with `body` (no stream).
+  void respond(const std::string& subject, const std::string& body);
 
  private:
   __natsConnection* nc_ = nullptr;
   __jsCtx* js_ = nullptr;
+  std::vector<__natsSubscription*> subscriptions_;
+  std::vector<std::unique_ptr<std::string>> bodies_;
 };
 
 }  // namespace outbox::test
