@@ -8,6 +8,8 @@
 #include <filesystem>
 #include <cstdio>
 #include <map>
+#include <regex>
+#include <set>
 #include <thread>
 
 #include "tests/e2e/child_process.hpp"
@@ -85,7 +87,7 @@ TEST_CASE("nats: 10,000 events over 100 aggregates reach the JetStream stream in
   for (const auto& m : stored) REQUIRE(m.headers.at("Nats-Msg-Id") == m.headers.at("id"));
 }
 
-TEST_CASE("nats: a row whose subject no stream captures is dead-lettered with the reason, the rest published",
+TEST_CASE("nats: rows no stream captures, or forging Nats-Msg-Id, are dead-lettered with the reason; requeued once a stream is added",
           "[e2e][nats]") {
   auto url = test::fresh_database();
   test::NatsServer server;
@@ -105,6 +107,32 @@ TEST_CASE("nats: a row whose subject no stream captures is dead-lettered with th
   CHECK(test::scalar(url, "SELECT count(*) FROM outbox_events WHERE aggregate_type = 'invoice' AND last_error LIKE "
                           "'%no JetStream stream captures subject outbox.event.invoice%'") == 3);
   CHECK(client.count("OUTBOX") == 200);
+  // A row forging the stream's dedup header: dead-lettered, never on the stream.
+  test::exec(url, "INSERT INTO outbox_events (aggregate_type, aggregate_id, event_type, payload, headers) VALUES "
+                  "('order', 'poison', 'created', 'x', '{\"Nats-Msg-Id\": \"forged\"}')");
+  REQUIRE(test::eventually([&] {
+    return test::scalar(url, "SELECT count(*) FROM outbox_events WHERE aggregate_id = 'poison' AND dead_lettered_at "
+                             "IS NOT NULL AND last_error LIKE '%NATS reserves Nats- headers%'") == 1;
+  }, 60s));
+  // The operator adds a stream for invoices and requeues every dead letter: the invoices go
+  // out, in order; the forged row is refused again, and nothing is lost.
+  client.add_stream("INVOICES", {"outbox.event.invoice"});
+  test::ChildProcess requeue(kRelay, {"dead-letters", "requeue", "--all"}, nats_env(url, server.url()),
+                             temp_log("requeue"));
+  const auto requeued = requeue.wait(30s);
+  INFO(requeue.output());
+  REQUIRE(requeued == std::optional<int>(0));
+  REQUIRE(test::eventually([&] { return client.count("INVOICES") == 3; }, 60s));
+  REQUIRE(test::eventually([&] {
+    return test::scalar(url, "SELECT count(*) FROM outbox_events WHERE dead_lettered_at IS NOT NULL") == 1 &&
+           test::scalar(url, "SELECT count(*) FROM outbox_events WHERE published_at IS NULL") == 1;
+  }, 60s));
+  CHECK(test::scalar(url, "SELECT count(*) FROM outbox_events WHERE aggregate_id = 'poison' AND dead_lettered_at IS "
+                          "NOT NULL") == 1);
+  CHECK(client.count("OUTBOX") == 200);
+  const auto v = test::check_deliveries(url, as_consumed(client.read_all("INVOICES")));
+  CHECK(v.distinct == 3);
+  CHECK(v.duplicates == 0);
   relay.signal(SIGTERM);
   CHECK(relay.wait(30s) == std::optional<int>(0));
 }
@@ -191,4 +219,72 @@ TEST_CASE("nats: the server SIGKILLed mid-drain and restarted: the relay recover
   std::printf("nats server drill: SIGKILLed with %ld of 10000 unpublished, down 2 s; drained %.1f s after the restart, "
               "0 missing, %zu duplicates\n",
               at_kill, recovery_s, v.duplicates);
+}
+
+// Three relays share the lanes of one outbox and publish to one stream; one is SIGKILLed
+// mid-drain and its lanes pass to the others when its leases expire. The stream's own order
+// is the history: nothing lost, first deliveries in order per aggregate, and per aggregate
+// the publishing (lane, epoch) never goes back and each epoch is one instance's.
+TEST_CASE("nats: three relays with lanes, one SIGKILLed mid-drain: none lost, in order, one publisher per aggregate",
+          "[e2e][nats]") {
+  auto url = test::fresh_database();
+  test::NatsServer server;
+  test::NatsClient client(server.url());
+  client.add_stream("OUTBOX", {"outbox.event.>"}, std::chrono::milliseconds(120'000));
+  std::vector<std::unique_ptr<test::ChildProcess>> relays;
+  for (const std::string name : {"a", "b", "c"}) {
+    auto env = nats_env(url, server.url());
+    env["OUTBOX_RELAY_RELAY_BATCH_SIZE"] = "100";
+    env["OUTBOX_RELAY_OWNERSHIP_INSTANCE_ID"] = "nats-" + name;
+    env["OUTBOX_RELAY_OWNERSHIP_LEASE_TTL_MS"] = "3000";
+    env["OUTBOX_RELAY_OWNERSHIP_RENEW_INTERVAL_MS"] = "1000";
+    env["OUTBOX_RELAY_MESSAGE_PUBLISHER_HEADER"] = "relay";
+    relays.push_back(std::make_unique<test::ChildProcess>(kRelay, std::vector<std::string>{"run"}, env,
+                                                          temp_log("lanes-" + name)));
+  }
+  auto held = [&](const std::string& id) {
+    return test::scalar(url, "SELECT count(*) FROM outbox_relay_lanes WHERE owner = '" + id + "' AND lease_until > now()");
+  };
+  REQUIRE(test::eventually([&] { return held("nats-a") >= 21 && held("nats-b") >= 21 && held("nats-c") >= 21; }, 60s));
+  test::insert_events(url, 10000, 100);
+  REQUIRE(test::eventually([&] { return unpublished(url) < 6000; }, 60s, 1ms));
+  relays[0]->signal(SIGKILL);
+  REQUIRE(relays[0]->wait(10s) == std::optional<int>(128 + SIGKILL));
+  const bool drained = test::eventually([&] { return unpublished(url) == 0; }, 120s);
+  INFO(relays[1]->output());
+  REQUIRE(drained);
+  for (std::size_t i = 1; i < relays.size(); ++i) {
+    relays[i]->signal(SIGTERM);
+    CHECK(relays[i]->wait(30s) == std::optional<int>(0));
+  }
+  const auto stored = client.read_all("OUTBOX");
+  const auto v = test::check_deliveries(url, as_consumed(stored));
+  CHECK(v.missing == 0);
+  CHECK(v.distinct == 10000);
+  INFO(v.first_problem);
+  CHECK(v.ordered());
+  // One publisher at a time, read in stream order.
+  static const std::regex format(R"(^(\S+) lane=(\d+) epoch=(\d+)$)");
+  std::map<std::string, long long> last_epoch;                      // aggregate -> epoch
+  std::map<std::pair<int, long long>, std::string> epoch_owner;     // (lane, epoch) -> instance
+  std::set<std::string> publishers;
+  for (const auto& m : stored) {
+    std::smatch match;
+    const auto& stamp = m.headers.at("relay");
+    REQUIRE(std::regex_match(stamp, match, format));
+    const std::string instance = match[1];
+    const int lane = std::stoi(match[2]);
+    const long long epoch = std::stoll(match[3]);
+    publishers.insert(instance);
+    auto [owner, fresh] = epoch_owner.try_emplace({lane, epoch}, instance);
+    INFO("lane " << lane << " epoch " << epoch);
+    CHECK(owner->second == instance);
+    auto [it, first] = last_epoch.try_emplace(m.headers.at("key"), epoch);
+    INFO("aggregate " << m.headers.at("key"));
+    CHECK(epoch >= it->second);
+    it->second = epoch;
+  }
+  CHECK(publishers.size() == 3);
+  std::printf("nats lanes drill: 3 relays, one SIGKILLed mid-drain; %zu messages, %zu duplicates, 0 missing\n",
+              stored.size(), v.duplicates);
 }
