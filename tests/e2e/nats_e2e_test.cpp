@@ -87,7 +87,7 @@ TEST_CASE("nats: 10,000 events over 100 aggregates reach the JetStream stream in
   for (const auto& m : stored) REQUIRE(m.headers.at("Nats-Msg-Id") == m.headers.at("id"));
 }
 
-TEST_CASE("nats: rows no stream captures, or forging Nats-Msg-Id, are dead-lettered with the reason; requeued once a stream is added",
+TEST_CASE("nats: rows no stream captures, or forging Nats-Msg-Id, are dead-lettered with the reason and requeued once a stream is added",
           "[e2e][nats]") {
   auto url = test::fresh_database();
   test::NatsServer server;
