@@ -64,10 +64,25 @@ DaemonSettings daemon_settings(const config::Config& c) {
   } catch (const ConfigError& e) {
     errors.emplace_back(e.what());
   }
+  // CloudEvents names the id and type attributes after the binding: the Debezium header
+  // settings would be silently ignored, so a value other than their defaults is refused.
+  const bool cloudevents = c.message.format == config::MessageFormat::cloudevents;
+  const std::string ce_prefix = to_kafka ? "ce_" : "ce-";
+  const config::MessageConfig defaults;
+  if (cloudevents) {
+    if (c.message.id_header != defaults.id_header)
+      errors.emplace_back("message.id_header: does not apply with message.format cloudevents (the event id is the " +
+                          ce_prefix + "id attribute); remove it");
+    if (c.message.event_type_header != defaults.event_type_header)
+      errors.emplace_back("message.event_type_header: does not apply with message.format cloudevents (the event type is the " +
+                          ce_prefix + "type attribute); remove it");
+  }
+  const std::string id_header = cloudevents ? ce_prefix + "id" : c.message.id_header;
+  const std::string event_type_header = cloudevents ? ce_prefix + "type" : c.message.event_type_header;
   if (!to_kafka)
     for (const auto& [name, setting] :
-         std::vector<std::pair<std::string, std::string>>{{c.message.id_header, "message.id_header"},
-                                                          {c.message.event_type_header, "message.event_type_header"},
+         std::vector<std::pair<std::string, std::string>>{{id_header, "message.id_header"},
+                                                          {event_type_header, "message.event_type_header"},
                                                           {c.message.publisher_header, "message.publisher_header"},
                                                           {c.nats.key_header, "nats.key_header"}}) {
       if (name.empty() && setting != "message.id_header" && setting != "nats.key_header") continue;
@@ -90,7 +105,7 @@ DaemonSettings daemon_settings(const config::Config& c) {
   s.nats.name = c.nats.name;
   s.nats.ack_timeout = milliseconds(c.nats.ack_timeout_ms);
   s.nats.connect_timeout = milliseconds(c.nats.connect_timeout_ms);
-  s.nats.id_header = c.message.id_header;
+  s.nats.id_header = id_header;
   s.nats.key_header = c.nats.key_header;
   s.nats.credentials_file = c.nats.credentials_file;
   s.nats.user = c.nats.user;
@@ -108,6 +123,13 @@ DaemonSettings daemon_settings(const config::Config& c) {
   m.row_topic_pattern = c.kafka.row_topic_pattern;
   m.id_header = c.message.id_header;
   m.event_type_header = c.message.event_type_header;
+  if (cloudevents) {
+    m.format = MessageFormat::cloudevents;
+    m.ce_prefix = ce_prefix;
+    m.ce_percent_encode = !to_kafka;  // NATS's binding encodes values as HTTP's does; Kafka's carries them raw
+    m.ce_source_template = c.message.cloudevents_source;
+    m.content_type = c.message.content_type;
+  }
   try {
     s.messages.emplace(m);
     // On NATS the relay writes two more headers of its own: a row may not carry them.

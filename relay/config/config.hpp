@@ -46,7 +46,14 @@ struct NatsConfig {
   std::string token;
 };
 
+// The message shape (message.format): Debezium's outbox router, or CloudEvents binary mode.
+enum class MessageFormat { debezium, cloudevents };
+[[nodiscard]] inline const char* name_of(MessageFormat f) { return f == MessageFormat::debezium ? "debezium" : "cloudevents"; }
+
 struct MessageConfig {
+  MessageFormat format = MessageFormat::debezium;
+  std::string cloudevents_source = "/outbox/${aggregate_type}";
+  std::string content_type = "application/json";
   std::string id_header = "id";
   std::string event_type_header = "eventType";
   std::string publisher_header;  // empty: no header naming the sending instance, lane and epoch

@@ -99,10 +99,21 @@ const std::vector<Setting>& settings() {
       text("nats.password", [](Config& c) -> std::string& { return c.nats.password; },
            "Password for nats.user.", true),
       text("nats.token", [](Config& c) -> std::string& { return c.nats.token; }, "Token auth; empty: none.", true),
+      choice<MessageFormat>("message.format", [](Config& c) -> MessageFormat& { return c.message.format; },
+                            {"debezium", "cloudevents"},
+                            "Message shape: debezium (Debezium's outbox event router: id and eventType headers) or "
+                            "cloudevents (CloudEvents 1.0 binary mode: ce_id, ce_type, ce_source, ce_specversion, "
+                            "ce_subject and content-type headers; ce- on NATS)."),
+      text("message.cloudevents_source", [](Config& c) -> std::string& { return c.message.cloudevents_source; },
+           "CloudEvents source attribute, a URI-reference template with ${aggregate_type} and ${event_type} "
+           "(values percent-encoded). message.format cloudevents only."),
+      text("message.content_type", [](Config& c) -> std::string& { return c.message.content_type; },
+           "CloudEvents content-type of the data when the row has no content-type header of its own. "
+           "message.format cloudevents only."),
       text("message.id_header", [](Config& c) -> std::string& { return c.message.id_header; },
-           "Kafka header carrying the event id."),
+           "Header carrying the event id (message.format debezium)."),
       text("message.event_type_header", [](Config& c) -> std::string& { return c.message.event_type_header; },
-           "Kafka header carrying the event type; empty to leave it out."),
+           "Header carrying the event type; empty to leave it out (message.format debezium)."),
       text("message.publisher_header", [](Config& c) -> std::string& { return c.message.publisher_header; },
            "Kafka header naming the instance, lane and lease epoch that sent the message "
            "(\"<instance> lane=<n> epoch=<e>\"); empty to leave it out."),

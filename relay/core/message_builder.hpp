@@ -1,7 +1,11 @@
-// Turns an outbox row into a Kafka message shaped like Debezium's outbox event router:
-// topic from a template (per-row topic wins), key = aggregate id, value = payload unchanged
-// (NULL: a null value), header `id` = event id, the event type and the row's own headers as
-// headers. The headers the relay writes are its own: a row header of the same name is refused.
+// Turns an outbox row into a message shaped like Debezium's outbox event router: topic from a
+// template (per-row topic wins), key = aggregate id, value = payload unchanged (NULL: a null
+// value), header `id` = event id, the event type and the row's own headers as headers. Or, with
+// MessageFormat::cloudevents, a CloudEvents 1.0 event in binary content mode: the same key and
+// value, the context attributes as headers under the binding's prefix (ce_id, ce_type,
+// ce_source, ce_specversion, ce_subject on Kafka; ce-... on NATS) and the data's content type
+// in content-type. The headers the relay writes are its own: a row header of the same name is
+// refused.
 #pragma once
 
 #include <optional>
@@ -14,8 +18,19 @@
 
 namespace outbox::relay {
 
+enum class MessageFormat { debezium, cloudevents };
+
 struct MessageOptions {
   std::string topic_template = "outbox.event.${aggregate_type}";
+  MessageFormat format = MessageFormat::debezium;
+  // CloudEvents binary mode: the binding's attribute prefix ("ce_" Kafka, "ce-" NATS),
+  // whether attribute values are percent-encoded (the NATS binding follows HTTP's rule), the
+  // source (a URI-reference template; placeholder values are percent-encoded) and the data's
+  // content type when the row has no content-type header of its own.
+  std::string ce_prefix = "ce_";
+  bool ce_percent_encode = false;
+  std::string ce_source_template = "/outbox/${aggregate_type}";
+  std::string content_type = "application/json";
   std::string id_header = "id";
   std::string event_type_header = "eventType";  // empty: no event type header
   // A row's own topic must match this (ECMAScript regex, whole name); empty: any valid name.
@@ -57,11 +72,20 @@ class MessageBuilder {
     bool literal;
     std::string text;  // literal text or placeholder name
   };
+  static std::vector<Part> parse(const std::string& template_text, const std::string& setting);
+  [[nodiscard]] std::optional<BadRow> cloudevents_headers(const OutboxEvent& e, Message& m) const;
+  [[nodiscard]] std::optional<BadRow> check_row_header(const std::string& name) const;
+
   MessageOptions options_;
   std::vector<Part> parts_;
+  std::vector<Part> source_parts_;  // CloudEvents: the source template
   std::optional<std::regex> row_topic_pattern_;
   std::vector<std::pair<std::string, std::string>> reserved_;  // (header name, setting)
 };
+
+// The values of a CloudEvents binary-mode message's attributes, percent-encoded as HTTP's
+// binding says (space, '"', '%' and every byte outside printable ASCII).
+[[nodiscard]] std::string percent_encode_attribute(const std::string& value);
 
 // Kafka's rule for topic names: 1..249 of [a-zA-Z0-9._-], not "." or "..".
 [[nodiscard]] bool valid_topic_name(const std::string& topic);

@@ -173,3 +173,35 @@ TEST_CASE("sink.type nats: no kafka.brokers needed, nats.url and the NATS header
     }
   }
 }
+
+TEST_CASE("message.format cloudevents: Debezium's header settings, a source that is no URI-reference and a bare content type "
+          "are refused by check-config and run",
+          "[e2e][config][cloudevents]") {
+  for (const std::string sink : {"kafka", "nats"}) {
+    CAPTURE(sink);
+    const std::map<std::string, std::string> base{{"OUTBOX_RELAY_DATABASE_URL", "postgresql://relay@127.0.0.1:1/app"},
+                                                  {"OUTBOX_RELAY_KAFKA_BROKERS", "127.0.0.1:1"},
+                                                  {"OUTBOX_RELAY_SINK_TYPE", sink},
+                                                  {"OUTBOX_RELAY_MESSAGE_FORMAT", "cloudevents"},
+                                                  {"OUTBOX_RELAY_HTTP_LISTEN", ""}};
+    CHECK(outbox::test::cli::cli("", {"check-config"}, base).code == 0);
+    CHECK(outbox::test::cli::cli("", {"check-config", "--set", "message.cloudevents_source=urn:svc:${event_type}"}, base)
+              .code == 0);
+    const std::vector<std::pair<std::string, std::string>> bad{
+        {"message.id_header", "eventId"},
+        {"message.event_type_header", ""},
+        {"message.cloudevents_source", "/a b"},
+        {"message.cloudevents_source", "/x/${nope}"},
+        {"message.content_type", "json"},
+        {"message.format", "structured"},
+    };
+    for (const auto& [key, value] : bad) {
+      CAPTURE(key, value);
+      for (const std::string command : {"check-config", "run"}) {
+        auto r = outbox::test::cli::cli("", {command, "--set", key + "=" + value}, base);
+        CHECK(r.code == 78);
+        CHECK_THAT(r.output, Catch::Contains(key));
+      }
+    }
+  }
+}

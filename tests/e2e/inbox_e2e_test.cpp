@@ -19,6 +19,7 @@
 #include <thread>
 
 #include "tests/e2e/child_process.hpp"
+#include "tests/e2e/delivery_check.hpp"
 #include "tests/integration/pg_fixture.hpp"
 #include "tests/support/eventually.hpp"
 #include "tests/support/mock_kafka.hpp"
@@ -461,4 +462,69 @@ TEST_CASE("the whole path: producer, relay, Kafka, inbox sidecar, Python and Nod
   for (const auto& r : stx.exec("SELECT account, event_id FROM example_ledger ORDER BY id"))
     applied[r[0].as<std::string>()].push_back(r[1].as<std::string>());
   CHECK(applied == written);
+}
+
+TEST_CASE("cloudevents: the relay writes binary-mode events to Kafka and the inbox sidecar lands them by ce_id and ce_type",
+          "[e2e][inbox][cloudevents]") {
+  const auto url = fresh_database();
+  MockKafka kafka(1);
+  const std::string topic = "outbox.event.order";
+  kafka.create_topic(topic, 4);
+  TopicReader reader(kafka.bootstrap(), topic);
+  insert_events(url, 2000, 50);
+  exec(url, "INSERT INTO outbox_events (aggregate_type, aggregate_id, event_type, payload, headers) VALUES "
+            "('order', 'agg-1', 'created', 'x', '{\"content-type\": \"application/protobuf\", \"ce_time\": \"2026-12-02T00:00:00Z\"}'), "
+            "('order', 'agg-2', 'created', 'x', '{\"ce_id\": \"forged\"}'), "
+            "('order', 'agg-3', '', 'x', '{}')");
+  auto relay_env = std::map<std::string, std::string>{{"OUTBOX_RELAY_DATABASE_URL", url},
+                                                      {"OUTBOX_RELAY_KAFKA_BROKERS", kafka.bootstrap()},
+                                                      {"OUTBOX_RELAY_MESSAGE_FORMAT", "cloudevents"},
+                                                      {"OUTBOX_RELAY_MESSAGE_CLOUDEVENTS_SOURCE", "//orders.example/${aggregate_type}"},
+                                                      {"OUTBOX_RELAY_RELAY_MAX_ATTEMPTS", "1"},  // bad rows out at once
+                                                      {"OUTBOX_RELAY_LOG_FORMAT", "text"},
+                                                      {"OUTBOX_RELAY_HTTP_LISTEN", ""}};
+  ChildProcess relay(kRelay, {"run"}, relay_env, temp_log("ce-relay"));
+  auto env = sidecar_env(url, kafka.bootstrap(), topic, "ce");
+  env["OUTBOX_RELAY_INBOX_EVENT_ID_HEADER"] = "ce_id";
+  env["OUTBOX_RELAY_INBOX_EVENT_TYPE_HEADER"] = "ce_type";
+  auto s = sidecar(env, "ce-sidecar");
+  auto landed = [&] { return scalar(url, "SELECT count(*) FROM inbox_events WHERE inbox = 'ce'"); };
+  const bool done = poll_reading(reader, [&] {
+    return scalar(url, "SELECT count(*) FROM outbox_events WHERE published_at IS NULL AND dead_lettered_at IS NULL") == 0 &&
+           landed() == 2001;
+  }, 120s);
+  INFO(relay.output() << s->output());
+  REQUIRE(done);
+
+  // The two bad rows: a forged attribute and an event without a type never left.
+  CHECK(scalar(url, "SELECT count(*) FROM outbox_events WHERE dead_lettered_at IS NOT NULL AND "
+                    "(last_error LIKE '%ce_id%written by the relay%' OR last_error LIKE '%needs a type%')") == 2);
+  REQUIRE(reader.read_until([](const auto& all) { return all.size() >= 2001; }, 30s));
+  const auto v = check_deliveries(url, reader.messages(), "ce_id");
+  CHECK(v.distinct == 2001);
+  CHECK(v.missing == 2);  // the two dead-lettered rows
+  CHECK(v.ordered());
+  int protobuf = 0;
+  for (const auto& m : reader.messages()) {
+    REQUIRE(header(m, "ce_specversion") == "1.0");
+    REQUIRE(header(m, "ce_type") == "created");
+    REQUIRE(header(m, "ce_source") == "//orders.example/order");
+    REQUIRE(header(m, "ce_subject") == m.key);
+    REQUIRE(!header(m, "id"));
+    const auto ct = header(m, "content-type");
+    if (ct == "application/protobuf") {
+      ++protobuf;
+      CHECK(header(m, "ce_time") == "2026-12-02T00:00:00Z");
+    } else {
+      REQUIRE(ct == "application/json");
+    }
+  }
+  CHECK(protobuf == 1);
+  // The inbox knows each event by the outbox's id and type.
+  CHECK(scalar(url, "SELECT count(*) FROM inbox_events i JOIN outbox_events o ON o.id::text = i.event_id "
+                    "WHERE i.inbox = 'ce' AND i.event_type = 'created'") == 2001);
+  relay.signal(SIGTERM);
+  s->signal(SIGTERM);
+  CHECK(relay.wait(30s) == std::optional<int>(0));
+  CHECK(s->wait(30s) == std::optional<int>(0));
 }

@@ -288,3 +288,45 @@ TEST_CASE("nats: three relays with lanes, one SIGKILLed mid-drain: none lost, in
   std::printf("nats lanes drill: 3 relays, one SIGKILLed mid-drain; %zu messages, %zu duplicates, 0 missing\n",
               stored.size(), v.duplicates);
 }
+
+TEST_CASE("nats: cloudevents binary mode puts ce- attributes in headers and the event id in Nats-Msg-Id", "[e2e][nats][cloudevents]") {
+  auto url = test::fresh_database();
+  test::NatsServer server;
+  test::NatsClient client(server.url());
+  client.add_stream("OUTBOX", {"outbox.event.>"});
+  test::insert_events(url, 1000, 20);
+  test::exec(url, "INSERT INTO outbox_events (aggregate_type, aggregate_id, event_type, payload) "
+                  "VALUES ('order', 'caf\u00e9 1', 'created', 'x')");
+  auto env = nats_env(url, server.url());
+  env["OUTBOX_RELAY_MESSAGE_FORMAT"] = "cloudevents";
+  test::ChildProcess relay(kRelay, {"run"}, env, temp_log("cloudevents"));
+  const bool drained = test::eventually([&] { return unpublished(url) == 0; }, 120s);
+  INFO(relay.output());
+  REQUIRE(drained);
+  relay.signal(SIGTERM);
+  CHECK(relay.wait(30s) == std::optional<int>(0));
+
+  const auto stored = client.read_all("OUTBOX");
+  const auto v = test::check_deliveries(url, as_consumed(stored), "ce-id");
+  CHECK(v.distinct == 1001);
+  CHECK(v.missing == 0);
+  CHECK(v.duplicates == 0);
+  CHECK(v.ordered());
+  int encoded = 0;
+  for (const auto& m : stored) {
+    REQUIRE(m.headers.at("Nats-Msg-Id") == m.headers.at("ce-id"));
+    REQUIRE(m.headers.at("ce-specversion") == "1.0");
+    REQUIRE(m.headers.at("ce-type") == "created");
+    REQUIRE(m.headers.at("ce-source") == "/outbox/order");
+    REQUIRE(m.headers.at("content-type") == "application/json");
+    REQUIRE(m.headers.count("id") == 0);
+    // The key header carries the aggregate id as it is; the subject attribute is percent-encoded.
+    if (m.headers.at("key") == "caf\u00e9 1") {
+      ++encoded;
+      CHECK(m.headers.at("ce-subject") == "caf%C3%A9%201");
+    } else {
+      REQUIRE(m.headers.at("ce-subject") == m.headers.at("key"));
+    }
+  }
+  CHECK(encoded == 1);
+}

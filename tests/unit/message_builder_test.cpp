@@ -150,3 +150,120 @@ TEST_CASE("topics Kafka keeps for itself are refused", "[message]") {
   o.topic_template = "__${aggregate_type}";
   CHECK_THROWS_WITH(MessageBuilder(o), Catch::Contains("kafka.topic_template"));
 }
+
+namespace {
+MessageOptions cloudevents(const std::string& prefix = "ce_", bool encode = false) {
+  MessageOptions o;
+  o.format = MessageFormat::cloudevents;
+  o.ce_prefix = prefix;
+  o.ce_percent_encode = encode;
+  return o;
+}
+std::optional<std::string> header_of(const Message& m, const std::string& name) {
+  int n = 0;
+  std::optional<std::string> v;
+  for (const auto& [k, value] : m.headers)
+    if (k == name) ++n, v = value;
+  REQUIRE(n <= 1);
+  return v;
+}
+}  // namespace
+
+TEST_CASE("CloudEvents binary mode on Kafka: ce_ attributes, content-type, the key and data unchanged", "[message][cloudevents]") {
+  MessageBuilder b(cloudevents());
+  auto m = std::get<Message>(b.build(event()));
+  CHECK(m.key == "order-42");
+  CHECK(m.value == std::string("\x00\x01binary", 8));
+  CHECK(header_of(m, "ce_specversion") == "1.0");
+  CHECK(header_of(m, "ce_id") == "5d3c2a8e-1111-4c4c-9999-000000000001");
+  CHECK(header_of(m, "ce_type") == "OrderCreated");
+  CHECK(header_of(m, "ce_source") == "/outbox/Order");
+  CHECK(header_of(m, "ce_subject") == "order-42");
+  CHECK(header_of(m, "content-type") == "application/json");
+  CHECK(header_of(m, "traceparent") == "00-abc-def-01");
+  CHECK_FALSE(header_of(m, "id"));  // Debezium's headers are not written twice
+  CHECK_FALSE(header_of(m, "eventType"));
+  CHECK(m.headers.size() == 7);
+}
+
+TEST_CASE("CloudEvents on NATS: ce- attributes percent-encoded as HTTP's binding says", "[message][cloudevents]") {
+  auto o = cloudevents("ce-", true);
+  o.topic_template = "orders";  // the aggregate type below is no subject name
+  MessageBuilder b(o);
+  auto e = event();
+  e.aggregate_id = "caf\xc3\xa9 42%\"";
+  e.aggregate_type = "Order Line/x";
+  auto m = std::get<Message>(b.build(e));
+  CHECK(header_of(m, "ce-subject") == "caf%C3%A9%2042%25%22");
+  // The source is a URI-reference: the placeholder's value is encoded as a URI part, then the
+  // attribute as a header value ('%' once more).
+  CHECK(header_of(m, "ce-source") == "/outbox/Order%2520Line%252Fx");
+  CHECK(header_of(m, "ce-id") == "5d3c2a8e-1111-4c4c-9999-000000000001");
+  CHECK(percent_encode_attribute("a b\x7f") == "a%20b%7F");
+}
+
+TEST_CASE("CloudEvents: a keyless row has no subject, an empty event type is a bad row", "[message][cloudevents]") {
+  MessageBuilder b(cloudevents());
+  auto e = event();
+  e.aggregate_id = "";
+  CHECK_FALSE(header_of(std::get<Message>(b.build(e)), "ce_subject"));
+  e.event_type = "";
+  auto bad = b.build(e);
+  REQUIRE(std::holds_alternative<BadRow>(bad));
+  CHECK_THAT(std::get<BadRow>(bad).reason, Catch::Contains("type"));
+}
+
+TEST_CASE("CloudEvents: the source template takes placeholders and must be a URI-reference", "[message][cloudevents]") {
+  auto o = cloudevents();
+  o.ce_source_template = "urn:svc:${aggregate_type}:${event_type}";
+  CHECK(header_of(std::get<Message>(MessageBuilder(o).build(event())), "ce_source") == "urn:svc:Order:OrderCreated");
+  o.ce_source_template = "has space";
+  CHECK_THROWS_WITH(MessageBuilder(o), Catch::Contains("message.cloudevents_source"));
+  o.ce_source_template = "/x/${nope}";
+  CHECK_THROWS_WITH(MessageBuilder(o), Catch::Contains("message.cloudevents_source: unknown placeholder ${nope}"));
+  o.ce_source_template = "";
+  CHECK_THROWS_WITH(MessageBuilder(o), Catch::Contains("message.cloudevents_source"));
+  o = cloudevents();
+  o.content_type = "json";
+  CHECK_THROWS_WITH(MessageBuilder(o), Catch::Contains("message.content_type"));
+}
+
+TEST_CASE("CloudEvents: a row's content-type is the data's, one only; its attributes are extensions", "[message][cloudevents]") {
+  MessageBuilder b(cloudevents());
+  auto e = event();
+  e.headers = {{"Content-Type", "application/protobuf"}, {"ce_time", "2026-12-02T11:00:00Z"}, {"ce_tenant7", "acme"}};
+  auto m = std::get<Message>(b.build(e));
+  CHECK_FALSE(header_of(m, "content-type"));
+  CHECK(header_of(m, "Content-Type") == "application/protobuf");
+  CHECK(header_of(m, "ce_time") == "2026-12-02T11:00:00Z");
+  CHECK(header_of(m, "ce_tenant7") == "acme");
+
+  auto refused = [&](std::vector<Header> headers, const std::string& why) {
+    auto row = event();
+    row.headers = std::move(headers);
+    auto r = b.build(row);
+    REQUIRE(std::holds_alternative<BadRow>(r));
+    CHECK_THAT(std::get<BadRow>(r).reason, Catch::Contains(why));
+  };
+  refused({{"content-type", "a/b"}, {"Content-Type", "c/d"}}, "ambiguous");
+  refused({{"content-type", std::nullopt}}, "no value");
+  refused({{"ce_id", "forged"}}, "written by the relay");
+  refused({{"ce_type", "Forged"}}, "written by the relay");
+  refused({{"ce_source", "/elsewhere"}}, "written by the relay");
+  refused({{"ce_specversion", "0.3"}}, "written by the relay");
+  refused({{"CE_ID", "forged"}}, "lowercase");  // a case-insensitive reader would take it for ce_id
+  refused({{"ce_Tenant", "x"}}, "lowercase");
+  refused({{"ce_", "x"}}, "lowercase");
+  refused({{"ce_averyveryverylongattribute", "x"}}, "1 to 20");
+  refused({{"ce_datacontenttype", "a/b"}}, "content-type");
+  refused({{"ce_data", "x"}}, "content-type");
+}
+
+TEST_CASE("Debezium mode leaves ce_ and content-type row headers alone", "[message][cloudevents]") {
+  MessageBuilder b({});
+  auto e = event();
+  e.headers = {{"ce_ID", "x"}, {"content-type", "a/b"}};
+  auto m = std::get<Message>(b.build(e));
+  CHECK(header_of(m, "ce_ID") == "x");
+  CHECK(header_of(m, "content-type") == "a/b");
+}
