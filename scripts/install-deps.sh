@@ -11,6 +11,7 @@ packages=(
   systemd binutils
   python3 python3-psycopg2 nodejs
   libnats-dev nats-server
+  librabbitmq-dev rabbitmq-server
 )
 
 missing=()

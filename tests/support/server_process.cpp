@@ -111,6 +111,12 @@ void ServerProcess::start(std::chrono::milliseconds deadline) {
   std::vector<char*> args;
   for (auto& w : words) args.push_back(w.data());
   args.push_back(nullptr);
+  std::vector<std::string> env_words;
+  if (env_) env_words = env_(dir_, port_);
+  std::vector<char*> env;
+  for (auto& w : env_words) env.push_back(w.data());
+  env.push_back(nullptr);
+  char** const envp = env_ ? env.data() : environ;
   const std::string log = dir_ + "/server.log";
   const int out = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
   if (out < 0) throw std::runtime_error("ServerProcess: cannot open " + log + ": " + std::strerror(errno));
@@ -134,13 +140,15 @@ void ServerProcess::start(std::chrono::milliseconds deadline) {
     ::dup2(out, STDOUT_FILENO);
     ::dup2(out, STDERR_FILENO);
     ::close_range(3, ~0U, 0);
+    ::setpgid(0, 0);  // its own group: a script's children (rabbitmq-server's beam) go with it
     if (::chdir(workdir) != 0) ::_exit(126);
     if (drop && (::setgroups(0, nullptr) != 0 || ::setgid(gid) != 0 || ::setuid(uid) != 0)) ::_exit(125);
-    ::execv(args[0], args.data());
+    ::execve(args[0], args.data(), envp);
     ::_exit(127);
   }
   ::close(out);
   if (devnull >= 0) ::close(devnull);
+  ::setpgid(pid, pid);  // as the child does, whichever runs first
   pid_ = pid;
   for (const auto until = std::chrono::steady_clock::now() + deadline;;) {
     int status = 0;
@@ -168,7 +176,7 @@ void ServerProcess::reap(std::chrono::milliseconds deadline) {
       return;
     }
     if (std::chrono::steady_clock::now() >= until) {
-      ::kill(pid_, SIGKILL);
+      ::kill(-pid_, SIGKILL);
       ::waitpid(pid_, &status, 0);
       pid_ = -1;
       return;
@@ -179,13 +187,18 @@ void ServerProcess::reap(std::chrono::milliseconds deadline) {
 
 void ServerProcess::kill() {
   if (pid_ <= 0) return;
-  ::kill(pid_, SIGKILL);
+  ::kill(-pid_, SIGKILL);
   reap(std::chrono::seconds(10));
+  // The group's other members (a script's server) die a moment later: until the port is
+  // closed, a restart could find the old server still answering.
+  for (const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+       accepts(port_) && std::chrono::steady_clock::now() < until;)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
 }
 
 void ServerProcess::stop(std::chrono::milliseconds deadline) {
   if (pid_ <= 0) return;
-  ::kill(pid_, SIGTERM);
+  ::kill(-pid_, SIGTERM);
   reap(deadline);
 }
 
@@ -204,6 +217,54 @@ NatsServer::NatsServer()
                                         dir + "/js"};
       }) {
   server_.start();
+}
+
+namespace {
+const char* epmd_binary() {
+  // Debian ships it inside the Erlang runtime's versioned directory; erts-* is one per release.
+  static const std::string path = [] {
+    std::error_code ec;
+    for (const auto& e : std::filesystem::directory_iterator("/usr/lib/erlang", ec))
+      if (e.path().filename().string().starts_with("erts-") && ::access((e.path() / "bin/epmd").c_str(), X_OK) == 0)
+        return (e.path() / "bin/epmd").string();
+    throw std::runtime_error("RabbitServer: no /usr/lib/erlang/erts-*/bin/epmd (is rabbitmq-server installed? "
+                             "scripts/install-deps.sh installs it)");
+  }();
+  return path.c_str();
+}
+}  // namespace
+
+RabbitServer::RabbitServer()
+    : dist_port_(pick_loopback_port()),
+      epmd_("epmd", [](const std::string&, int port) {
+        return std::vector<std::string>{epmd_binary(), "-port", std::to_string(port), "-address", "127.0.0.1"};
+      }),
+      server_("rabbitmq", [](const std::string&, int) {
+        return std::vector<std::string>{"/usr/lib/rabbitmq/bin/rabbitmq-server"};
+      }) {
+  const int epmd_port = epmd_.port();
+  const int dist_port = dist_port_;
+  server_.environment([epmd_port, dist_port](const std::string& dir, int port) {
+    return std::vector<std::string>{
+        "PATH=/usr/sbin:/usr/bin:/sbin:/bin",
+        "HOME=" + dir,
+        "LANG=C.UTF-8",
+        "RABBITMQ_NODENAME=outbox" + std::to_string(port) + "@localhost",
+        "RABBITMQ_NODE_IP_ADDRESS=127.0.0.1",
+        "RABBITMQ_NODE_PORT=" + std::to_string(port),
+        "RABBITMQ_DIST_PORT=" + std::to_string(dist_port),
+        "ERL_EPMD_PORT=" + std::to_string(epmd_port),
+        "ERL_EPMD_ADDRESS=127.0.0.1",
+        "RABBITMQ_MNESIA_BASE=" + dir + "/mnesia",
+        "RABBITMQ_LOG_BASE=" + dir + "/log",
+        "RABBITMQ_CONFIG_FILE=" + dir + "/rabbitmq",
+        "RABBITMQ_ADVANCED_CONFIG_FILE=" + dir + "/advanced.config",
+        "RABBITMQ_ENABLED_PLUGINS_FILE=" + dir + "/enabled_plugins",
+        "RABBITMQ_PID_FILE=" + dir + "/rabbitmq.pid",
+    };
+  });
+  epmd_.start();
+  server_.start(std::chrono::seconds(90));  // ~5 s alone; far more on a loaded 2-core machine
 }
 
 }  // namespace outbox::test

@@ -1,4 +1,4 @@
-// A broker server for tests (nats-server; later redis-server, rabbitmq-server): the real Debian
+// A broker server for tests (nats-server, rabbitmq-server; later redis-server): the real Debian
 // binary in the foreground, as `nobody` when the tests run as root, on a free loopback port,
 // with its data and log in a mkdtemp directory removed on destruction. It can be SIGKILLed and
 // started again on the same port and data, for the drills.
@@ -29,8 +29,11 @@ class ServerProcess {
   void kill();                                                 // SIGKILL, reaped
   void stop(std::chrono::milliseconds deadline = std::chrono::seconds(20));  // SIGTERM, then SIGKILL
   [[nodiscard]] bool running() const noexcept { return pid_ > 0; }
+  // The server's whole environment (NAME=value each), built like argv; unset: the test's own.
+  void environment(std::function<std::vector<std::string>(const std::string& dir, int port)> env) { env_ = std::move(env); }
 
   [[nodiscard]] int port() const noexcept { return port_; }
+  [[nodiscard]] int pid() const noexcept { return pid_; }
   [[nodiscard]] const std::string& directory() const noexcept { return dir_; }
   [[nodiscard]] std::string log_tail(std::size_t lines = 40) const;  // of <dir>/server.log
 
@@ -38,6 +41,7 @@ class ServerProcess {
   void reap(std::chrono::milliseconds deadline);
   std::string label_;
   std::function<std::vector<std::string>(const std::string&, int)> argv_;
+  std::function<std::vector<std::string>(const std::string&, int)> env_;
   std::string dir_;
   int port_ = 0;
   int pid_ = -1;
@@ -54,6 +58,24 @@ class NatsServer {
   ServerProcess& process() { return server_; }
 
  private:
+  ServerProcess server_;
+};
+
+// rabbitmq-server 3.10 as its own node: name, AMQP, distribution and epmd ports, HOME (the
+// Erlang cookie), database and logs all under the temp dir, so nothing of a system RabbitMQ
+// is touched. Its epmd runs in the foreground as a second process of the harness (the one
+// rabbitmq-server would start daemonizes and outlives it). Guest/guest on 127.0.0.1, vhost /.
+// Restarted on the same ports and data, durable queues and persistent messages survive.
+class RabbitServer {
+ public:
+  RabbitServer();
+  [[nodiscard]] int port() const { return server_.port(); }
+  [[nodiscard]] std::string url() const { return "amqp://guest:guest@127.0.0.1:" + std::to_string(server_.port()) + "/"; }
+  ServerProcess& process() { return server_; }
+
+ private:
+  int dist_port_;
+  ServerProcess epmd_;
   ServerProcess server_;
 };
 
