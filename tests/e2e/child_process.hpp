@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdlib>
 #include <fstream>
 #include <map>
 #include <optional>
@@ -52,7 +53,9 @@ class ChildProcess {
       ::kill(pid_, SIGKILL);
       ::waitpid(pid_, nullptr, 0);
     }
-    ::unlink(output_file_.c_str());
+    // OUTBOX_TEST_KEEP_LOGS=1 keeps them for a diagnosis.
+    if (const char* keep = std::getenv("OUTBOX_TEST_KEEP_LOGS"); keep == nullptr || *keep != '1')
+      ::unlink(output_file_.c_str());
   }
   ChildProcess(const ChildProcess&) = delete;
   ChildProcess& operator=(const ChildProcess&) = delete;
