@@ -183,7 +183,8 @@ std::variant<Message, BadRow> MessageBuilder::build(const OutboxEvent& e) const 
     return BadRow{"topic \"" + m.topic + "\" is not a valid " + options_.destination + " name (1 to 249 of a-z A-Z 0-9 . _ -)"};
   if (options_.kafka_names && internal_topic_name(m.topic))
     return BadRow{"topic \"" + m.topic + "\" starts with \"__\", which Kafka keeps for its internal topics"};
-  const std::size_t own = reserved_.size();
+  // The relay's own headers: those reserved, and in CloudEvents mode content-type as well.
+  const std::size_t own = reserved_.size() + (options_.format == MessageFormat::cloudevents ? 1 : 0);
   if (e.headers.size() + own > options_.max_headers)
     return BadRow{"row has " + std::to_string(e.headers.size()) + " headers, limit is " +
                   std::to_string(options_.max_headers - own)};

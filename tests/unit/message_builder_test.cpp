@@ -259,6 +259,17 @@ TEST_CASE("CloudEvents: a row's content-type is the data's, one only; its attrib
   refused({{"ce_data", "x"}}, "content-type");
 }
 
+TEST_CASE("CloudEvents: the header limit counts every header the relay writes", "[message][cloudevents]") {
+  MessageBuilder b(cloudevents());
+  auto e = event();
+  e.headers.clear();
+  for (int i = 0; i < 58; ++i) e.headers.emplace_back("h" + std::to_string(i), "v");
+  auto m = std::get<Message>(b.build(e));
+  CHECK(m.headers.size() == 64);  // specversion, id, type, source, subject, content-type and 58
+  e.headers.emplace_back("h58", "v");
+  CHECK(std::holds_alternative<BadRow>(b.build(e)));
+}
+
 TEST_CASE("Debezium mode leaves ce_ and content-type row headers alone", "[message][cloudevents]") {
   MessageBuilder b({});
   auto e = event();
