@@ -228,7 +228,7 @@ TEST_CASE("CloudEvents: the source template takes placeholders and must be a URI
   CHECK_THROWS_WITH(MessageBuilder(o), Catch::Contains("message.content_type"));
 }
 
-TEST_CASE("CloudEvents: a row's content-type is the data's, one only; its attributes are extensions", "[message][cloudevents]") {
+TEST_CASE("CloudEvents: a row's content-type is the data's, one only, and its attributes are extensions", "[message][cloudevents]") {
   MessageBuilder b(cloudevents());
   auto e = event();
   e.headers = {{"Content-Type", "application/protobuf"}, {"ce_time", "2026-12-02T11:00:00Z"}, {"ce_tenant7", "acme"}};
