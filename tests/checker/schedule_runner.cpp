@@ -372,14 +372,10 @@ RunResult ScheduleRunner::run(const Schedule& s) {
         }
         return ids;
       };
-      // Stalled: no delivered event newly in the inbox for inbox_bound_s, or not all of them
-      // within four times that. Progress extends the wait because the mock cluster refuses
-      // offset commits from the moment a member joins (its group goes straight to JOINING;
-      // a real broker takes them until the rebalance completes), so with rare interval commits
-      // every rebalance re-delivers what the partitions held since the last commit, which a
-      // batch of 1 lands one transaction at a time: on a loaded 2-core machine that outlasted a
-      // fixed bound while the sidecars were landing all along (seed 483176871: 1,360 landed,
-      // 2,902 duplicates absorbed, 788 left at 12 s).
+      // Stalled: nothing newly landed for inbox_bound_s, or not all within four times it. The
+      // mock refuses commits once a member joins (a real broker takes them until the rebalance
+      // completes), so rare commits re-deliver everything per rebalance: at batch 1 under load
+      // that outlasted a fixed bound while landing all along (seed 483176871).
       const auto bound = std::chrono::duration<double>(s.inbox_bound_s());
       const auto inbox_started = Clock::now();
       const auto inbox_cap = inbox_started + 4 * bound;

@@ -59,6 +59,15 @@ long unpublished(const std::string& url) {
   return test::scalar(url, "SELECT count(*) FROM outbox_events WHERE published_at IS NULL");
 }
 
+// Waits until every row is published, then SIGTERM: the relay exits 0.
+void drain_then_sigterm(test::ChildProcess& relay, const std::string& url) {
+  const bool drained = test::eventually([&] { return unpublished(url) == 0; }, 120s);
+  INFO(relay.output());
+  REQUIRE(drained);
+  relay.signal(SIGTERM);
+  CHECK(relay.wait(30s) == std::optional<int>(0));
+}
+
 }  // namespace
 
 TEST_CASE("nats: 10,000 events over 100 aggregates reach the JetStream stream in order per aggregate, SIGTERM exits 0",
@@ -70,11 +79,7 @@ TEST_CASE("nats: 10,000 events over 100 aggregates reach the JetStream stream in
   test::insert_events(url, 5000, 100);
   test::ChildProcess relay(kRelay, {"run"}, nats_env(url, server.url()), temp_log("drain"));
   test::insert_events(url, 5000, 100);  // more arrive while it runs
-  const bool drained = test::eventually([&] { return unpublished(url) == 0; }, 120s);
-  INFO(relay.output());
-  REQUIRE(drained);
-  relay.signal(SIGTERM);
-  CHECK(relay.wait(30s) == std::optional<int>(0));
+  drain_then_sigterm(relay, url);
 
   const auto stored = client.read_all("OUTBOX");
   const auto v = test::check_deliveries(url, as_consumed(stored));
@@ -300,11 +305,7 @@ TEST_CASE("nats: cloudevents binary mode puts ce- attributes in headers and the 
   auto env = nats_env(url, server.url());
   env["OUTBOX_RELAY_MESSAGE_FORMAT"] = "cloudevents";
   test::ChildProcess relay(kRelay, {"run"}, env, temp_log("cloudevents"));
-  const bool drained = test::eventually([&] { return unpublished(url) == 0; }, 120s);
-  INFO(relay.output());
-  REQUIRE(drained);
-  relay.signal(SIGTERM);
-  CHECK(relay.wait(30s) == std::optional<int>(0));
+  drain_then_sigterm(relay, url);
 
   const auto stored = client.read_all("OUTBOX");
   const auto v = test::check_deliveries(url, as_consumed(stored), "ce-id");

@@ -5,11 +5,7 @@
 
 #include <amqp.h>
 #include <amqp_tcp_socket.h>
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <signal.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
 #include <chrono>
 #include <optional>
@@ -85,17 +81,6 @@ class Amqp {
 // A process of the group is left (zombies of it included).
 bool group_alive(int pgid) { return pgid > 0 && ::kill(-pgid, 0) == 0; }
 
-bool accepts(int port) {
-  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  a.sin_port = htons(static_cast<uint16_t>(port));
-  const bool ok = ::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
-  ::close(fd);
-  return ok;
-}
-
 }  // namespace
 
 TEST_CASE("rabbitmq harness: its own node on free ports, a confirmed persistent message survives SIGKILL and restart",
@@ -112,7 +97,7 @@ TEST_CASE("rabbitmq harness: its own node on free ports, a confirmed persistent 
     server.process().kill();
     // The node itself is gone (not only the script that started it), so what follows is read
     // from a new node on the same data.
-    CHECK_FALSE(accepts(server.port()));
+    CHECK_FALSE(outbox::test::loopback_accepts(server.port()));
     CHECK(outbox::test::eventually([&] { return !group_alive(first); }, 10s));
     server.process().start(90s);
     second = server.process().pid();

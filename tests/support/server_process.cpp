@@ -1,5 +1,7 @@
 #include "tests/support/server_process.hpp"
 
+#include "tests/support/eventually.hpp"
+
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <grp.h>
@@ -23,18 +25,6 @@ namespace {
 
 constexpr const char* kUnprivilegedUser = "nobody";
 
-bool accepts(int port) {
-  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return false;
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  a.sin_port = htons(static_cast<uint16_t>(port));
-  const bool ok = ::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
-  ::close(fd);
-  return ok;
-}
-
 std::string find_in_path(const std::string& name) {
   if (name.find('/') != std::string::npos) return name;
   if (const char* path = std::getenv("PATH"); path != nullptr) {
@@ -53,6 +43,18 @@ std::string find_in_path(const std::string& name) {
 }
 
 }  // namespace
+
+bool loopback_accepts(int port) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return false;
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a.sin_port = htons(static_cast<uint16_t>(port));
+  const bool ok = ::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
+  ::close(fd);
+  return ok;
+}
 
 int pick_loopback_port() {
   const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -157,7 +159,7 @@ void ServerProcess::start(std::chrono::milliseconds deadline) {
       throw std::runtime_error("ServerProcess: " + words[0] + " exited at start (wait status " +
                                std::to_string(status) + ")\n--- " + log + ":\n" + log_tail(30));
     }
-    if (accepts(port_)) return;
+    if (loopback_accepts(port_)) return;
     if (std::chrono::steady_clock::now() >= until) {
       kill();
       throw std::runtime_error("ServerProcess: " + words[0] + " did not accept on 127.0.0.1:" + std::to_string(port_) +
@@ -191,9 +193,7 @@ void ServerProcess::kill() {
   reap(std::chrono::seconds(10));
   // The group's other members (a script's server) die a moment later: until the port is
   // closed, a restart could find the old server still answering.
-  for (const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-       accepts(port_) && std::chrono::steady_clock::now() < until;)
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  (void)eventually([&] { return !loopback_accepts(port_); }, std::chrono::seconds(10), std::chrono::milliseconds(10));
 }
 
 void ServerProcess::stop(std::chrono::milliseconds deadline) {

@@ -13,6 +13,8 @@ namespace outbox::test {
 
 // A free TCP port on 127.0.0.1 (bound, read, released: a race only with another picker).
 [[nodiscard]] int pick_loopback_port();
+// Something accepts TCP connections on 127.0.0.1:port.
+[[nodiscard]] bool loopback_accepts(int port);
 
 class ServerProcess {
  public:
